@@ -1,0 +1,49 @@
+"""Engine registry: a name maps to the module that implements it.
+
+Each engine module defines ``Config`` (a :class:`scanner.config.EngineConfig` model for its
+``[engines.NAME]`` table) and ``create(config) -> Engine``. Modules are imported only when named, so
+a run with the embedded engine never imports an HTTP vendor's code, and vice versa.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from ..config import Settings, validate_section
+from ..errors import ConfigError
+from ._base import Engine
+
+__all__ = ("DEFAULT_ENGINE", "Engine", "build", "names", "validate_all")
+
+DEFAULT_ENGINE = "yara"
+
+_MODULES: dict[str, str] = {
+    "yara": "scanner.engines.yara",
+}
+
+
+def names() -> tuple[str, ...]:
+    return tuple(sorted(_MODULES))
+
+
+def _module(name: str) -> ModuleType:
+    try:
+        dotted = _MODULES[name]
+    except KeyError:
+        raise ConfigError(f"unknown engine {name!r} (known: {', '.join(names())})") from None
+    return importlib.import_module(dotted)
+
+
+def build(name: str, settings: Settings) -> Engine:
+    """Validate ``[engines.NAME]`` and construct the engine (no I/O until it is entered)."""
+    mod = _module(name)
+    config = validate_section(mod.Config, settings.engine_table(name), f"engines.{name}")
+    engine: Engine = mod.create(config)
+    return engine
+
+
+def validate_all(settings: Settings) -> None:
+    """Reject unknown engine tables and invalid keys in every table, not just the chosen engine's."""
+    for name, table in settings.engines.items():
+        validate_section(_module(name).Config, table, f"engines.{name}")

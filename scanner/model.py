@@ -1,0 +1,244 @@
+"""Targets, verdicts and findings: frozen, slotted, no I/O. The one NDJSON encoder lives here."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+__all__ = (
+    "ErrorInfo",
+    "Finding",
+    "Kind",
+    "Outcome",
+    "Status",
+    "Target",
+    "Verdict",
+    "encode_verdict",
+    "error_info",
+    "utcnow",
+)
+
+
+class Kind(enum.StrEnum):
+    """What a target is; decides which engines can take it."""
+
+    FILE = "file"
+    S3 = "s3"
+    URL = "url"
+    SITE = "site"
+
+
+class Status(enum.StrEnum):
+    """The ``verdict`` field of a verdict line."""
+
+    CLEAN = "clean"
+    INFECTED = "infected"
+    SUSPICIOUS = "suspicious"
+    VULNERABLE = "vulnerable"
+    UNSCANNABLE = "unscannable"
+    SKIPPED = "skipped"
+    ERROR = "error"
+
+    @property
+    def is_finding(self) -> bool:
+        """True for the verdicts that make the run exit 1."""
+        return self in _FINDINGS
+
+
+_FINDINGS = frozenset({Status.INFECTED, Status.SUSPICIOUS, Status.VULNERABLE})
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """The ``error`` object of a verdict line: why a target is ``error``, ``skipped`` or ``unscannable``."""
+
+    message: str
+    code: str = "error"
+    retryable: bool = False
+    details: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One thing to scan, as a source lists it.
+
+    ``target`` is the identity written to the verdict line: an absolute path, ``s3://bucket/key``, a URL
+    or a host. The other fields are what the source learnt for free while listing; they make a content
+    version (size+mtime, ETag, version id) without a second request.
+
+    A source that fails on one entry (an unreadable directory, a malformed input line) yields a target
+    that carries ``error``: the pipeline writes it as an ``error`` line and never hands it to an engine.
+    """
+
+    kind: Kind
+    target: str
+    size: int | None = None
+    mtime: float | None = None
+    etag: str | None = None
+    version_id: str | None = None
+    bucket: str | None = None
+    key: str | None = None
+    error: ErrorInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One threat or vulnerability: ``name`` always; the rest when the engine says."""
+
+    name: str
+    engine: str | None = None
+    severity: str | None = None
+    location: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What an engine concluded about one target; the pipeline wraps it into a :class:`Verdict`."""
+
+    status: Status
+    findings: tuple[Finding, ...] = ()
+    error: ErrorInfo | None = None
+    sha256: str | None = None
+    size: int | None = None
+    vendor: Mapping[str, Any] | None = None
+    cached: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One line of the report."""
+
+    target: Target
+    engine: str
+    status: Status
+    findings: tuple[Finding, ...] = ()
+    error: ErrorInfo | None = None
+    sha256: str | None = None
+    size: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempts: int = 1
+    vendor: Mapping[str, Any] | None = None
+    cached: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        target: Target,
+        engine: str,
+        outcome: Outcome,
+        *,
+        started_at: datetime | None = None,
+        finished_at: datetime | None = None,
+        attempts: int = 1,
+    ) -> Verdict:
+        return cls(
+            target=target,
+            engine=engine,
+            status=outcome.status,
+            findings=outcome.findings,
+            error=outcome.error,
+            sha256=outcome.sha256,
+            size=outcome.size if outcome.size is not None else target.size,
+            started_at=started_at,
+            finished_at=finished_at,
+            attempts=attempts,
+            vendor=outcome.vendor,
+            cached=outcome.cached,
+        )
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def error_info(exc: BaseException, *, code: str | None = None) -> ErrorInfo:
+    """The ``error`` object for an exception; scanner errors keep their code and retryability."""
+    from .errors import QuotaExhausted, ScannerError
+
+    if isinstance(exc, ScannerError):
+        details = None
+        if isinstance(exc, QuotaExhausted) and exc.reset_at is not None:
+            details = {"reset_at": _rfc3339(exc.reset_at)}
+        return ErrorInfo(exc.message, code or exc.code, exc.retryable, details)
+    return ErrorInfo(f"{type(exc).__name__}: {exc}", code or "internal")
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _clean_str(text: str) -> str:
+    # File names on POSIX are bytes; os.fsdecode keeps undecodable bytes as lone surrogates, which
+    # JSON cannot carry. Spell them as \xNN so the line stays valid UTF-8 and the name stays legible.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text
+
+
+def _finding(f: Finding) -> dict[str, Any]:
+    d: dict[str, Any] = {"name": f.name}
+    if f.engine is not None:
+        d["engine"] = f.engine
+    if f.severity is not None:
+        d["severity"] = f.severity
+    if f.location is not None:
+        d["location"] = _clean_str(f.location)
+    return d
+
+
+def _error(e: ErrorInfo) -> dict[str, Any]:
+    d: dict[str, Any] = {"message": _clean_str(e.message), "code": e.code}
+    if e.retryable:
+        d["retryable"] = True
+    if e.details:
+        d.update(e.details)
+    return d
+
+
+def verdict_dict(v: Verdict) -> dict[str, Any]:
+    """The verdict as the JSON object of its line: required fields always, recommended when known."""
+    t = v.target
+    d: dict[str, Any] = {
+        "target": _clean_str(t.target),
+        "kind": t.kind.value,
+        "engine": v.engine,
+        "verdict": v.status.value,
+        "findings": [_finding(f) for f in v.findings],
+        "error": None if v.error is None else _error(v.error),
+    }
+    if v.size is not None:
+        d["size"] = v.size
+    if v.sha256 is not None:
+        d["sha256"] = v.sha256
+    if t.etag is not None:
+        d["etag"] = t.etag
+    if t.version_id is not None:
+        d["version_id"] = t.version_id
+    if v.started_at is not None:
+        d["started_at"] = _rfc3339(v.started_at)
+    if v.finished_at is not None:
+        d["finished_at"] = _rfc3339(v.finished_at)
+        if v.started_at is not None:
+            d["duration_ms"] = round((v.finished_at - v.started_at).total_seconds() * 1000, 3)
+    d["attempts"] = v.attempts
+    if v.cached:
+        d["cached"] = True
+    if v.vendor:
+        d["vendor"] = dict(v.vendor)
+    if v.extra:
+        d.update(v.extra)
+    return d
+
+
+def encode_verdict(v: Verdict) -> bytes:
+    """One NDJSON line, ``\\n``-terminated, UTF-8. The only place verdicts are encoded."""
+    return orjson.dumps(verdict_dict(v), option=orjson.OPT_APPEND_NEWLINE)

@@ -1,0 +1,56 @@
+"""The source seam: a lazy stream of targets, and a way to open one target's bytes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol, runtime_checkable
+
+from ..model import Kind, Target
+
+__all__ = ("Body", "Source")
+
+
+@runtime_checkable
+class Body(Protocol):
+    """The bytes of one target, opened for reading once.
+
+    ``path`` is set when the bytes already sit in a local regular file, so an engine may scan by path
+    (memory-mapped, fd passing) instead of streaming. ``size`` is the size the source promises; a
+    body that delivers more or fewer bytes raises :class:`~scanner.errors.TargetError` at the end of
+    :meth:`chunks` rather than passing truncated content off as whole.
+    """
+
+    @property
+    def size(self) -> int | None: ...
+
+    @property
+    def path(self) -> str | None: ...
+
+    def chunks(self, chunk_size: int = ..., /) -> AsyncIterator[bytes]:
+        """Yield the content in order; raises TargetError if it cannot be read to the end."""
+        ...
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Where targets come from.
+
+    ``targets()`` is lazy and paginated: it never materialises a listing, and the pipeline pulls from it
+    only as fast as jobs finish. A failure that concerns one entry is yielded as a target carrying
+    ``error``; a failure that makes listing impossible (missing bucket, missing directory) raises
+    :class:`~scanner.errors.SourceError`.
+    """
+
+    #: the kinds of target this source yields; checked against the engine before the run starts
+    kinds: frozenset[Kind]
+
+    def targets(self) -> AsyncIterator[Target]: ...
+
+    def open(self, target: Target, /) -> AbstractAsyncContextManager[Body]:
+        """Open one target's content; raises TargetError (vanished, unreadable, not a regular file)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release clients and threads; idempotent."""
+        ...

@@ -1,0 +1,146 @@
+"""Targets read from lists: ``urls:FILE`` (one URL a line), ``sites:FILE`` (one host a line) and ``-``
+(NDJSON on stdin, each object with the ``kind`` and ``target`` fields of a verdict line).
+
+Lines are read lazily in a worker thread, a batch per hop, so a list of a billion lines costs no more
+memory than one of ten. Blank lines and ``#`` comments are ignored. A malformed line in a URL or site
+list becomes an ``error`` line for that entry; a malformed NDJSON line on stdin is a usage error
+(:class:`~scanner.errors.SourceError`) naming the line, because there is no target to attach it to.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
+from itertools import islice
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+import anyio
+import orjson
+
+from ..errors import SourceError, TargetError
+from ..model import ErrorInfo, Kind, Target
+from ._base import Body
+
+__all__ = ("ListSource", "parse_ndjson_target", "parse_site", "parse_url")
+
+_BATCH = 512
+# RFC 1123 host names and IPv4, optional port; IDNs must come already in their xn-- form.
+_HOST = re.compile(
+    r"^(?=.{1,253}(:|$))([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
+    r"(\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(:[0-9]{1,5})?$"
+)
+
+
+def parse_url(line: str) -> Target:
+    parts = urlsplit(line)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return Target(Kind.URL, line, error=ErrorInfo("not an http(s) URL", "bad_target"))
+    return Target(Kind.URL, line)
+
+
+def parse_site(line: str) -> Target:
+    host = line.lower().rstrip(".")
+    if not _HOST.match(host):
+        return Target(Kind.SITE, line, error=ErrorInfo("not a host name (give example.com, no scheme or path)", "bad_target"))
+    return Target(Kind.SITE, host)
+
+
+def parse_ndjson_target(line: str, where: str) -> Target:
+    """One stdin line -> Target; raises SourceError naming ``where`` when the line is not usable."""
+    try:
+        obj: Any = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        raise SourceError(f"{where}: not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise SourceError(f"{where}: expected a JSON object with 'kind' and 'target'")
+    kind, target = obj.get("kind"), obj.get("target")
+    if not isinstance(target, str) or not target:
+        raise SourceError(f"{where}: 'target' must be a non-empty string")
+    try:
+        k = Kind(kind)
+    except ValueError:
+        raise SourceError(f"{where}: 'kind' must be one of file, s3, url, site") from None
+    if k is Kind.FILE:
+        return Target(Kind.FILE, os.path.abspath(target))
+    if k is Kind.URL:
+        return parse_url(target)
+    if k is Kind.SITE:
+        return parse_site(target)
+    if not target.startswith("s3://") or "/" not in target[5:]:
+        raise SourceError(f"{where}: an s3 target must look like s3://bucket/key")
+    bucket, _, key = target[5:].partition("/")
+    return Target(Kind.S3, target, bucket=bucket, key=key, version_id=_str_or_none(obj.get("version_id")))
+
+
+def _str_or_none(v: object) -> str | None:
+    return v if isinstance(v, str) and v else None
+
+
+class ListSource:
+    """Targets from a text file or stdin. ``opener`` opens content for kinds that have it."""
+
+    def __init__(
+        self,
+        name: str,
+        kinds: frozenset[Kind],
+        parse: Callable[[str, str], Target],
+        *,
+        path: str | None,
+        opener: Callable[[Target], AbstractAsyncContextManager[Body]] | None = None,
+    ) -> None:
+        self.name = name
+        self.kinds = kinds
+        self._parse = parse
+        self._path = path
+        self._opener = opener
+
+    def __repr__(self) -> str:
+        return f"<ListSource {self.name}>"
+
+    def check(self) -> None:
+        if self._path is not None and not os.path.isfile(self._path):
+            raise SourceError(f"{self.name}: no such file")
+
+    async def targets(self) -> AsyncIterator[Target]:
+        stream: IO[bytes]
+        if self._path is None:
+            stream = sys.stdin.buffer
+        else:
+            try:
+                stream = open(self._path, "rb")  # noqa: SIM115 - closed in finally, read in a thread
+            except OSError as exc:
+                raise SourceError(f"{self.name}: {exc.strerror}") from None
+        lines = self._lines(stream)
+        try:
+            while True:
+                batch = await anyio.to_thread.run_sync(lambda: list(islice(lines, _BATCH)))
+                if not batch:
+                    return
+                for target in batch:
+                    yield target
+        finally:
+            lines.close()
+            if self._path is not None:
+                stream.close()
+
+    def _lines(self, stream: IO[bytes]) -> Iterator[Target]:
+        for number, raw in enumerate(stream, 1):
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                raise SourceError(f"{self.name} line {number}: not UTF-8") from None
+            if not line or line.startswith("#"):
+                continue
+            yield self._parse(line, f"{self.name} line {number}")
+
+    def open(self, target: Target, /) -> AbstractAsyncContextManager[Body]:
+        if self._opener is None:
+            raise TargetError(f"{target.kind} targets have no content to read", code="no_content")
+        return self._opener(target)
+
+    async def aclose(self) -> None:
+        return None
