@@ -107,6 +107,8 @@ class Outcome:
     size: int | None = None
     vendor: Mapping[str, Any] | None = None
     cached: bool = False
+    #: requests or scan attempts it took, retries included
+    attempts: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +138,6 @@ class Verdict:
         *,
         started_at: datetime | None = None,
         finished_at: datetime | None = None,
-        attempts: int = 1,
     ) -> Verdict:
         return cls(
             target=target,
@@ -148,7 +149,7 @@ class Verdict:
             size=outcome.size if outcome.size is not None else target.size,
             started_at=started_at,
             finished_at=finished_at,
-            attempts=attempts,
+            attempts=outcome.attempts,
             vendor=outcome.vendor,
             cached=outcome.cached,
         )

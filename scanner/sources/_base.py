@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from ..model import Kind, Target
 
-__all__ = ("Body", "Source")
+__all__ = ("Body", "LocalPath", "Source")
+
+
+class LocalPath(NamedTuple):
+    """Where a target's bytes sit on the local disk, and whether a symlink there may be followed."""
+
+    path: str
+    follow_symlinks: bool
 
 
 @runtime_checkable
@@ -49,6 +56,14 @@ class Source(Protocol):
 
     def open(self, target: Target, /) -> AbstractAsyncContextManager[Body]:
         """Open one target's content; raises TargetError (vanished, unreadable, not a regular file)."""
+        ...
+
+    def local_path(self, target: Target, /) -> LocalPath | None:
+        """The target's local file, when its bytes already sit on this machine, else None.
+
+        Lets an engine read the file itself (in a worker process, by fd passing) instead of streaming
+        it; the engine must then apply the same checks as :meth:`open` (regular file, no fifo).
+        """
         ...
 
     async def aclose(self) -> None:

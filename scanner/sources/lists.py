@@ -23,7 +23,7 @@ import orjson
 
 from ..errors import SourceError, TargetError
 from ..model import ErrorInfo, Kind, Target
-from ._base import Body
+from ._base import Body, LocalPath
 
 __all__ = ("ListSource", "parse_ndjson_target", "parse_site", "parse_url")
 
@@ -141,6 +141,10 @@ class ListSource:
         if self._opener is None:
             raise TargetError(f"{target.kind} targets have no content to read", code="no_content")
         return self._opener(target)
+
+    def local_path(self, target: Target, /) -> LocalPath | None:
+        # A file named on stdin was named on purpose: follow a link there, as cat would.
+        return LocalPath(target.target, True) if target.kind is Kind.FILE else None
 
     async def aclose(self) -> None:
         return None

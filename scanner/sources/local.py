@@ -28,7 +28,7 @@ import anyio
 from .._content import open_local
 from ..errors import SourceError
 from ..model import ErrorInfo, Kind, Target
-from ._base import Body
+from ._base import Body, LocalPath
 from .filters import TargetFilter
 
 __all__ = ("LocalSource",)
@@ -80,6 +80,9 @@ class LocalSource:
 
     def open(self, target: Target, /) -> AbstractAsyncContextManager[Body]:
         return open_local(target.target, follow_symlinks=self.follow_symlinks)
+
+    def local_path(self, target: Target, /) -> LocalPath:
+        return LocalPath(target.target, self.follow_symlinks)
 
     async def aclose(self) -> None:
         return None

@@ -1,0 +1,277 @@
+"""The embedded default engine: YARA-X rules, in process, no daemon, no network, no account.
+
+Scanning happens in a small pool of worker processes (yara-x holds the GIL, so threads would stall
+the event loop). Local files are scanned by path: the worker opens, hashes and scans each file in one
+read. Requests are batched per round trip: while every worker is busy, requests queue up and leave as
+one batch when a worker frees, so small files cost one inter-process hop per batch, not per file.
+Bodies that are not local files (S3 objects, URLs) are spooled to a temporary file, hashed on the way,
+then scanned by path.
+
+Verdicts: a matching rule gives ``infected``, or ``suspicious`` when its meta says
+``verdict = "suspicious"``; the finding's name is the rule's ``threat`` meta, else its identifier.
+Files over ``max_file_size`` (default 4 GiB) get ``unscannable`` with ``error.code = "too_large"``;
+a scan over ``timeout`` seconds gets ``unscannable``/``scan_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import multiprocessing
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import AsyncExitStack
+from importlib import resources
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import pydantic
+import yara_x
+from anyio.abc import ObjectReceiveStream
+
+from .._content import Hashing
+from ..config import EngineConfig
+from ..errors import ConfigError, TargetError
+from ..model import ErrorInfo, Finding, Kind, Outcome, Status, Target
+from ..sources._base import Source
+from . import _yara_worker
+
+__all__ = ("Config", "YaraEngine", "compile_rules", "create")
+
+log = logging.getLogger("scanner.engines.yara")
+
+
+class Config(EngineConfig):
+    """``[engines.yara]``"""
+
+    rules: tuple[str, ...] = pydantic.Field(
+        default=(), description="extra rule files, or folders of *.yar / *.yara files"
+    )
+    builtin_rules: bool = pydantic.Field(default=True, description="load the bundled rules (EICAR)")
+    max_file_size: pydantic.ByteSize = pydantic.Field(
+        default=pydantic.ByteSize(4 << 30), description="larger targets are unscannable"
+    )
+    timeout: int = pydantic.Field(default=60, ge=0, description="seconds per file; 0 = none")
+    processes: int = pydantic.Field(default=0, ge=0, description="worker processes; 0 = one per CPU")
+    batch_size: int = pydantic.Field(default=64, ge=1, le=4096, description="files per round trip")
+    spool_dir: str | None = pydantic.Field(default=None, description="where non-local bodies are spooled")
+
+
+def create(config: Config) -> YaraEngine:
+    return YaraEngine(config)
+
+
+def compile_rules(config: Config) -> bytes:
+    """Compile the bundled and configured rules; serialized for the workers. Raises ConfigError."""
+    compiler = yara_x.Compiler()
+    sources: list[tuple[str, str]] = []
+    if config.builtin_rules:
+        text = resources.files("scanner.rules").joinpath("builtin.yar").read_text(encoding="utf-8")
+        sources.append(("builtin", text))
+    for entry in config.rules:
+        p = Path(entry).expanduser()
+        if p.is_dir():
+            files = sorted(q for q in p.rglob("*") if q.suffix in (".yar", ".yara") and q.is_file())
+            if not files:
+                raise ConfigError(f"engines.yara.rules: {entry}: no .yar or .yara files in this folder")
+        elif p.is_file():
+            files = [p]
+        else:
+            raise ConfigError(f"engines.yara.rules: {entry}: no such file or folder")
+        for f in files:
+            try:
+                sources.append((str(f), f.read_text(encoding="utf-8")))
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"engines.yara.rules: {f}: cannot read: {exc}") from None
+    if not sources:
+        raise ConfigError("engines.yara: no rules (builtin_rules = false and no rules given)")
+    for origin, text in sources:
+        # One namespace per file, so two files may each define a rule of the same name.
+        compiler.new_namespace(_namespace(origin))
+        try:
+            compiler.add_source(text, origin=origin)
+        except yara_x.CompileError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ConfigError(f"engines.yara.rules: {origin}: {first}") from None
+    buf = io.BytesIO()
+    compiler.build().serialize_into(buf)
+    return buf.getvalue()
+
+
+def _namespace(origin: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in origin) or "rules"
+
+
+class _Request:
+    __slots__ = ("follow", "future", "path")
+
+    def __init__(self, path: str, follow: bool, future: asyncio.Future[tuple[Any, ...]]) -> None:
+        self.path = path
+        self.follow = follow
+        self.future = future
+
+
+class YaraEngine:
+    name = "yara"
+    accepts = frozenset({Kind.FILE, Kind.S3, Kind.URL})
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self.max_size: int | None = int(config.max_file_size)
+        self._processes = config.processes or os.cpu_count() or 1
+        self.default_jobs = 2 * self._processes * config.batch_size
+        self._serialized = b""
+        self._executor: ProcessPoolExecutor | None = None
+        self._stack = AsyncExitStack()
+        self._requests_send: Any = None
+        self._busy = 0
+        self._batches = 0
+        self._files = 0
+
+    def __repr__(self) -> str:
+        return f"<YaraEngine processes={self._processes} busy={self._busy} batches={self._batches}>"
+
+    def statistics(self) -> Mapping[str, Any]:
+        return {"processes": self._processes, "busy": self._busy, "batches": self._batches, "files": self._files}
+
+    async def __aenter__(self) -> Self:
+        self._serialized = await anyio.to_thread.run_sync(compile_rules, self._config)
+        self._executor = self._new_executor()
+        send, recv = anyio.create_memory_object_stream[_Request](self.default_jobs)
+        self._requests_send = send
+        async with AsyncExitStack() as stack:
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            tg.start_soon(self._dispatch, recv)
+            stack.push_async_callback(send.aclose)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self._stack.__aexit__(exc_type, exc, tb)
+        finally:
+            if self._executor is not None:
+                # Workers finish their current batch; nothing waits for them on the event loop.
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = None
+
+    def _new_executor(self) -> ProcessPoolExecutor:
+        # forkserver: never fork a process that runs an event loop and threads.
+        ctx = multiprocessing.get_context("forkserver")
+        return ProcessPoolExecutor(
+            max_workers=self._processes,
+            mp_context=ctx,
+            initializer=_yara_worker.init,
+            initargs=(self._serialized, self._config.timeout, int(self._config.max_file_size)),
+        )
+
+    async def scan(self, target: Target, source: Source, /) -> Outcome:
+        local = source.local_path(target)
+        if local is not None:
+            return _outcome(await self._submit(local.path, local.follow_symlinks))
+        async with source.open(target) as body:
+            if body.path is not None:
+                return _outcome(await self._submit(body.path, True))
+            return await self._scan_spooled(body.chunks(), body.size)
+
+    async def _scan_spooled(self, chunks: Any, size: int | None) -> Outcome:
+        if size is not None and self.max_size is not None and size > self.max_size:
+            return _outcome(("err", "too_large", f"{size} bytes is over the limit of {self.max_size} bytes", size))
+        fd, path = await anyio.to_thread.run_sync(
+            lambda: tempfile.mkstemp(prefix="scanner-", dir=self._config.spool_dir)
+        )
+        try:
+            hashing = Hashing(chunks, size)
+            async with await anyio.open_file(fd, "wb") as out:
+                async for chunk in hashing:
+                    await out.write(chunk)
+            result = await self._submit(path, False)
+        finally:
+            await anyio.to_thread.run_sync(_unlink, path)
+        return _outcome(result)
+
+    async def _submit(self, path: str, follow: bool) -> tuple[Any, ...]:
+        future: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
+        await self._requests_send.send(_Request(path, follow, future))
+        return await future
+
+    async def _dispatch(self, recv: ObjectReceiveStream[_Request]) -> None:
+        slots = anyio.Semaphore(2 * self._processes)
+        async with recv, anyio.create_task_group() as tg:
+            while True:
+                await slots.acquire()
+                try:
+                    first = await recv.receive()
+                except anyio.EndOfStream:
+                    return
+                batch = [first]
+                while len(batch) < self._config.batch_size:
+                    try:
+                        batch.append(recv.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                tg.start_soon(self._run_batch, batch, slots)
+
+    async def _run_batch(self, batch: Sequence[_Request], slots: anyio.Semaphore) -> None:
+        self._busy += 1
+        try:
+            live = [r for r in batch if not r.future.done()]
+            if not live:
+                return
+            assert self._executor is not None
+            try:
+                results = await asyncio.wrap_future(
+                    self._executor.submit(_yara_worker.scan_batch, [(r.path, r.follow) for r in live])
+                )
+            except BrokenProcessPool:
+                log.error("a YARA worker process died; restarting the pool")
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = self._new_executor()
+                results = [("err", "worker_died", "the YARA worker process died while scanning", None)] * len(live)
+            self._batches += 1
+            self._files += len(live)
+            for request, result in zip(live, results, strict=True):
+                if not request.future.done():
+                    request.future.set_result(result)
+        finally:
+            self._busy -= 1
+            slots.release()
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+_UNSCANNABLE = frozenset({"too_large", "scan_timeout"})
+
+
+def _outcome(result: tuple[Any, ...]) -> Outcome:
+    if result[0] == "err":
+        _, code, message, size = result
+        if code in _UNSCANNABLE:
+            return Outcome(Status.UNSCANNABLE, error=ErrorInfo(message, code), size=size)
+        raise TargetError(message, code=code)
+    _, size, digest, matches = result
+    if not matches:
+        return Outcome(Status.CLEAN, sha256=digest, size=size)
+    findings = []
+    status = Status.SUSPICIOUS
+    for identifier, _namespace, meta in matches:
+        findings.append(Finding(name=str(meta.get("threat") or identifier), engine="yara"))
+        if meta.get("verdict", "infected") != "suspicious":
+            status = Status.INFECTED
+    return Outcome(status, findings=tuple(findings), sha256=digest, size=size)

@@ -1,0 +1,350 @@
+"""The pipeline: sources -> bounded job pool -> engine -> one writer.
+
+::
+
+    producer ──(targets, buffer N)──► max_at_once workers ──(verdicts)──► writer ──► sink
+    (pulls sources lazily)            (one job = one target)               (batches whole lines)
+
+Three limits keep a run polite and its memory flat, and each has statistics:
+
+* **jobs in flight** (``max_at_once`` workers here): bounds memory; a job waiting on a vendor poll
+  costs one coroutine, nothing more;
+* **connections per engine** and **rate per vendor family** live inside the engine's HTTP layer, taken
+  per request, so a job sleeping between polls holds neither (see :mod:`scanner._http`).
+
+The source can never run ahead of the pool by more than the target buffer: the producer blocks on a
+full stream, and sources are pulled, never drained into a list.
+
+Failures: a per-target error becomes an ``error`` line and the run goes on. An error whose
+``halts_run`` is true stops the run: :class:`~scanner.errors.QuotaExhausted` keeps draining the source
+and writes a ``skipped`` line (``error.code = "quota_exhausted"``) for every remaining target, so the
+report names them all; any other halting error (bad credentials, a dead sink) cancels the run at once
+and :meth:`Pipeline.run` raises it. A source that fails mid-listing stops listing; the jobs already
+started finish and the summary records the failure (exit 2).
+
+Shutdown: :meth:`stop` stops taking targets and lets jobs in flight finish for up to ``drain_timeout``
+seconds, then cancels them; :meth:`abort` cancels at once. Either way the writer only ever hands
+whole lines to the sink, so a killed run leaves a clean file.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from .engines._base import Engine
+from .errors import QuotaExhausted, ScannerError, SourceError
+from .model import ErrorInfo, Outcome, Status, Target, Verdict, error_info, utcnow
+from .sinks._base import Sink
+from .sources._base import Source
+
+__all__ = ("Pipeline", "PipelineStatistics", "Summary")
+
+log = logging.getLogger("scanner.pipeline")
+
+_WRITE_BATCH = 1024
+
+#: decides what to do with a target before it reaches the engine: None lets it through, an Outcome
+#: answers it without a scan (resume, incremental rescans, content cache), ``False`` drops it silently
+Gate = Callable[[Target], Awaitable[Outcome | bool | None]]
+#: called by the writer after each batch of lines reached the sink (the state store's commit point)
+OnWritten = Callable[[Sequence[Verdict]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineStatistics:
+    """A snapshot of live state, cheap to take; progress and benchmarks read it."""
+
+    listed: int
+    in_flight: int
+    written: int
+    max_at_once: int
+    listing_done: bool
+    elapsed: float
+    by_status: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """How a run ended; decides the exit status."""
+
+    listed: int
+    written: int
+    elapsed: float
+    by_status: Mapping[str, int]
+    errors_by_code: Mapping[str, int]
+    dropped: int = 0
+    interrupted: bool = False
+    halted: ErrorInfo | None = None
+    source_errors: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def findings(self) -> int:
+        return sum(n for s, n in self.by_status.items() if Status(s).is_finding)
+
+    @property
+    def incomplete(self) -> bool:
+        return (
+            self.interrupted
+            or self.halted is not None
+            or bool(self.source_errors)
+            or self.by_status.get(Status.ERROR, 0) > 0
+        )
+
+    @property
+    def exit_code(self) -> int:
+        """0 all scanned and clean; 1 something found (never masked); 2 errors or incomplete."""
+        if self.findings:
+            return 1
+        return 2 if self.incomplete else 0
+
+
+class Pipeline:
+    """One run: pull targets from ``sources``, scan each with ``engine``, write verdicts to ``sink``.
+
+    The engine must already be entered (``async with engine``); the pipeline does not own it, nor the
+    sink's final :meth:`~scanner.sinks._base.Sink.aclose`.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        engine: Engine,
+        sink: Sink,
+        *,
+        max_at_once: int,
+        buffer: int = 16,
+        gate: Gate | None = None,
+        on_written: OnWritten | None = None,
+        drain_timeout: float = 30.0,
+    ) -> None:
+        if max_at_once < 1:
+            raise ValueError("max_at_once must be >= 1")
+        self._sources = tuple(sources)
+        self._engine = engine
+        self._sink = sink
+        self._max_at_once = max_at_once
+        self._buffer = buffer
+        self._gate = gate
+        self._on_written = on_written
+        self._drain_timeout = drain_timeout
+        self._listed = 0
+        self._in_flight = 0
+        self._written = 0
+        self._dropped = 0
+        self._listing_done = False
+        self._by_status: Counter[str] = Counter()
+        self._errors: Counter[str] = Counter()
+        self._halt: ErrorInfo | None = None
+        self._fatal: ScannerError | None = None
+        self._source_errors: list[str] = []
+        self._stopping = False
+        self._interrupted = False
+        self._started = time.monotonic()
+        self._produce_scope: anyio.CancelScope | None = None
+        self._jobs_scope: anyio.CancelScope | None = None
+        self._run_scope: anyio.CancelScope | None = None
+
+    def __repr__(self) -> str:
+        s = self.statistics()
+        return (
+            f"<Pipeline [{s.listed} listed, {s.in_flight}/{s.max_at_once} in flight, "
+            f"{s.written} written{', listing done' if s.listing_done else ''}]>"
+        )
+
+    def statistics(self) -> PipelineStatistics:
+        return PipelineStatistics(
+            listed=self._listed,
+            in_flight=self._in_flight,
+            written=self._written,
+            max_at_once=self._max_at_once,
+            listing_done=self._listing_done,
+            elapsed=time.monotonic() - self._started,
+            by_status=dict(self._by_status),
+        )
+
+    def check(self) -> None:
+        """Reject a run that can never work before it starts (no source kind the engine accepts)."""
+        for source in self._sources:
+            if not source.kinds & self._engine.accepts:
+                kinds = ", ".join(sorted(k.value for k in source.kinds))
+                accepts = ", ".join(sorted(k.value for k in self._engine.accepts))
+                raise SourceError(
+                    f"engine {self._engine.name} cannot scan {kinds} targets (it accepts {accepts})"
+                )
+
+    # Control, callable from any task (signal handlers).
+
+    def stop(self) -> None:
+        """Stop taking targets; jobs in flight get ``drain_timeout`` seconds to finish."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._interrupted = True
+        if self._produce_scope is not None:
+            self._produce_scope.cancel()
+        if self._jobs_scope is not None:
+            self._jobs_scope.deadline = anyio.current_time() + self._drain_timeout
+
+    def abort(self) -> None:
+        """Cancel everything now. Lines already handed to the sink stay whole."""
+        self._stopping = True
+        self._interrupted = True
+        if self._run_scope is not None:
+            self._run_scope.cancel()
+
+    # The run.
+
+    async def run(self) -> Summary:
+        """Run to the end of every source (or a stop). Raises a halting ScannerError other than quota."""
+        self._started = time.monotonic()
+        targets_send, targets_recv = anyio.create_memory_object_stream[tuple[Target, Source]](self._buffer)
+        verdicts_send, verdicts_recv = anyio.create_memory_object_stream[Verdict](self._max_at_once)
+        with anyio.CancelScope() as self._run_scope:
+            async with anyio.create_task_group() as outer:
+                outer.start_soon(self._write, verdicts_recv)
+                async with verdicts_send, anyio.create_task_group() as jobs:
+                    self._jobs_scope = jobs.cancel_scope
+                    if self._stopping:
+                        jobs.cancel_scope.deadline = anyio.current_time() + self._drain_timeout
+                    jobs.start_soon(self._produce, targets_send)
+                    async with targets_recv:
+                        for _ in range(self._max_at_once):
+                            jobs.start_soon(self._work, targets_recv.clone(), verdicts_send.clone())
+        if self._fatal is not None:
+            raise self._fatal
+        return Summary(
+            listed=self._listed,
+            written=self._written,
+            elapsed=time.monotonic() - self._started,
+            by_status=dict(self._by_status),
+            errors_by_code=dict(self._errors),
+            dropped=self._dropped,
+            interrupted=self._interrupted,
+            halted=self._halt,
+            source_errors=tuple(self._source_errors),
+        )
+
+    async def _produce(self, send: ObjectSendStream[tuple[Target, Source]]) -> None:
+        async with send:
+            with anyio.CancelScope() as self._produce_scope:
+                if self._stopping:
+                    return
+                for source in self._sources:
+                    try:
+                        async for target in source.targets():
+                            await send.send((target, source))
+                            self._listed += 1
+                    except SourceError as exc:
+                        log.error("%s", exc)
+                        self._source_errors.append(str(exc))
+                        return
+                    except anyio.BrokenResourceError:
+                        return  # every worker has gone: the run is being torn down
+                self._listing_done = True
+
+    async def _work(
+        self,
+        recv: ObjectReceiveStream[tuple[Target, Source]],
+        send: ObjectSendStream[Verdict],
+    ) -> None:
+        async with recv, send:
+            async for target, source in recv:
+                if self._stopping:
+                    return
+                self._in_flight += 1
+                try:
+                    verdict = await self._job(target, source)
+                finally:
+                    self._in_flight -= 1
+                if verdict is not None:
+                    await send.send(verdict)
+
+    async def _job(self, target: Target, source: Source) -> Verdict | None:
+        started = utcnow()
+        outcome = await self._decide(target, source)
+        if outcome is None:
+            self._dropped += 1
+            return None
+        return Verdict.of(target, self._engine.name, outcome, started_at=started, finished_at=utcnow())
+
+    async def _decide(self, target: Target, source: Source) -> Outcome | None:
+        engine = self._engine
+        if target.error is not None:
+            return Outcome(Status.ERROR, error=target.error)
+        if self._halt is not None:
+            return Outcome(Status.SKIPPED, error=self._halt)
+        if target.kind not in engine.accepts:
+            return Outcome(
+                Status.SKIPPED,
+                error=ErrorInfo(f"engine {engine.name} does not scan {target.kind} targets", "unsupported_kind"),
+            )
+        if engine.max_size is not None and target.size is not None and target.size > engine.max_size:
+            return _too_large(engine, target.size)
+        if self._gate is not None:
+            decided = await self._gate(target)
+            if decided is False:
+                return None
+            if isinstance(decided, Outcome):
+                return decided
+        try:
+            return await engine.scan(target, source)
+        except QuotaExhausted as exc:
+            if self._halt is None:
+                log.error("%s: remaining targets are skipped", exc)
+                self._halt = error_info(exc)
+            return Outcome(Status.SKIPPED, error=self._halt)
+        except ScannerError as exc:
+            if not exc.halts_run:
+                return Outcome(Status.ERROR, error=error_info(exc))
+            if self._fatal is None:
+                self._fatal = exc
+            if self._run_scope is not None:
+                self._run_scope.cancel()
+            return None
+        except Exception as exc:
+            # A bug in one adapter must cost one line, not the run; the traceback goes to the log.
+            log.exception("internal error scanning %s", target.target)
+            return Outcome(Status.ERROR, error=error_info(exc, code="internal"))
+
+    async def _write(self, recv: ObjectReceiveStream[Verdict]) -> None:
+        async with recv:
+            batch: list[Verdict] = []
+            async for first in recv:
+                batch.append(first)
+                while len(batch) < _WRITE_BATCH:
+                    try:
+                        batch.append(recv.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                try:
+                    await self._sink.write(batch)
+                except ScannerError as exc:
+                    self._fatal = exc
+                    if self._run_scope is not None:
+                        self._run_scope.cancel()
+                    return
+                self._written += len(batch)
+                for v in batch:
+                    self._by_status[v.status] += 1
+                    if v.error is not None and v.status is not Status.CLEAN:
+                        self._errors[v.error.code] += 1
+                if self._on_written is not None:
+                    await self._on_written(batch)
+                batch = []
+
+
+def _too_large(engine: Engine, size: int) -> Outcome:
+    return Outcome(
+        Status.UNSCANNABLE,
+        error=ErrorInfo(
+            f"{size} bytes is over engine {engine.name}'s limit of {engine.max_size} bytes", "too_large"
+        ),
+    )
+
