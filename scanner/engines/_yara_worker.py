@@ -17,7 +17,7 @@ from typing import Any
 
 import yara_x
 
-__all__ = ("init", "scan_batch")
+__all__ = ("init", "ping", "scan_batch")
 
 #: files up to this size are read once into memory, hashed and scanned from the same buffer;
 #: larger ones are hashed by streaming and scanned through yara-x's own memory map
@@ -40,6 +40,11 @@ def init(serialized: bytes, timeout: int, max_size: int) -> None:
     if timeout > 0:
         _scanner.set_timeout(timeout)
     _max_size = max_size
+
+
+def ping() -> int:
+    """Proves a worker started and loaded its rules."""
+    return os.getpid() if _scanner is not None else -1
 
 
 def scan_batch(jobs: list[tuple[str, bool]]) -> list[Result]:

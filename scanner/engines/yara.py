@@ -37,7 +37,7 @@ from anyio.abc import ObjectReceiveStream
 
 from .._content import Hashing
 from ..config import EngineConfig
-from ..errors import ConfigError, TargetError
+from ..errors import ConfigError, EngineError, TargetError
 from ..model import ErrorInfo, Finding, Kind, Outcome, Status, Target
 from ..sources._base import Source
 from . import _yara_worker
@@ -143,6 +143,11 @@ class YaraEngine:
     async def __aenter__(self) -> Self:
         self._serialized = await anyio.to_thread.run_sync(compile_rules, self._config)
         self._executor = self._new_executor()
+        try:
+            await asyncio.wrap_future(self._executor.submit(_yara_worker.ping))
+        except Exception as exc:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            raise EngineError(f"cannot start the YARA worker processes: {exc}") from None
         send, recv = anyio.create_memory_object_stream[_Request](self.default_jobs)
         self._requests_send = send
         async with AsyncExitStack() as stack:
@@ -167,8 +172,10 @@ class YaraEngine:
                 self._executor = None
 
     def _new_executor(self) -> ProcessPoolExecutor:
-        # forkserver: never fork a process that runs an event loop and threads.
+        # forkserver: never fork a process that runs an event loop and threads. The server imports
+        # the main module once, so each worker forks from it instead of importing it again.
         ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["__main__", "scanner.engines._yara_worker"])
         return ProcessPoolExecutor(
             max_workers=self._processes,
             mp_context=ctx,
@@ -223,22 +230,32 @@ class YaraEngine:
                         break
                 tg.start_soon(self._run_batch, batch, slots)
 
+    async def _call(self, live: Sequence[_Request]) -> list[tuple[Any, ...]]:
+        assert self._executor is not None
+        jobs = [(r.path, r.follow) for r in live]
+        return await asyncio.wrap_future(self._executor.submit(_yara_worker.scan_batch, jobs))
+
+    def _restart(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor = self._new_executor()
+
     async def _run_batch(self, batch: Sequence[_Request], slots: anyio.Semaphore) -> None:
         self._busy += 1
         try:
             live = [r for r in batch if not r.future.done()]
             if not live:
                 return
-            assert self._executor is not None
             try:
-                results = await asyncio.wrap_future(
-                    self._executor.submit(_yara_worker.scan_batch, [(r.path, r.follow) for r in live])
-                )
+                results = await self._call(live)
             except BrokenProcessPool:
                 log.error("a YARA worker process died; restarting the pool")
-                self._executor.shutdown(wait=False, cancel_futures=True)
-                self._executor = self._new_executor()
+                self._restart()
                 results = [("err", "worker_died", "the YARA worker process died while scanning", None)] * len(live)
+            except Exception as exc:  # the pool could not even start: every request learns why
+                log.error("YARA worker pool failed: %s", exc)
+                self._restart()
+                results = [("err", "worker_failed", f"YARA worker pool failed: {exc}", None)] * len(live)
             self._batches += 1
             self._files += len(live)
             for request, result in zip(live, results, strict=True):

@@ -1,0 +1,360 @@
+"""The command line: parse, load config, build adapters from the registries, run. No business logic.
+
+Every failure a user can cause (bad flag, bad config, missing source, unreachable engine) ends as one
+line on stderr and exit status 2; a traceback appears only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn
+
+import anyio
+import pydantic
+
+from . import __version__, config, engines, logs, sources
+from .errors import ScannerError, UsageError
+from .model import Status, Verdict
+from .pipeline import Pipeline, Summary
+from .progress import Progress, format_counts
+from .sinks._base import Sink
+
+__all__ = ("main",)
+
+log = logging.getLogger("scanner")
+
+_SCAN_EXAMPLES = """\
+sources:
+  DIR or FILE           walk a directory (symlinks not followed) or scan one file
+  s3://bucket[/prefix]  every object under the prefix (AWS credential chain; AWS_ENDPOINT_URL honoured)
+  inventory:MANIFEST    an S3 Inventory manifest.json (s3://... or a local path)
+  urls:FILE             one URL a line            sites:FILE   one host name a line
+  -                     NDJSON on stdin: {"kind": "file|s3|url|site", "target": "..."} a line
+
+exit status:
+  0  every target scanned, nothing found
+  1  at least one target infected, suspicious or vulnerable (even if others failed)
+  2  some target ended in error, the run was interrupted, or it could not start
+
+examples:
+  scanner scan ~/Downloads                               # embedded YARA engine, verdicts on stdout
+  scanner scan /srv/uploads --exclude '*.log' --output report.ndjson
+  scanner scan s3://my-bucket/2026/11/ --modified-since 24h --output s3://reports/nightly.ndjson
+  scanner scan ./files --engine metadefender --config scanner.toml
+  find . -name '*.pdf' -printf '{"kind":"file","target":"%p"}\\n' | scanner scan -
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _size(text: str) -> int:
+    try:
+        return int(pydantic.TypeAdapter(pydantic.ByteSize).validate_python(text))
+    except pydantic.ValidationError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 10MB, 1.5GiB or 4096)") from None
+
+
+_REL = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _duration(text: str) -> timedelta:
+    m = _REL.match(text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 30m, 24h or 7d)")
+    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def _when(text: str) -> datetime:
+    """An RFC 3339 time, a date (UTC midnight), or a duration meaning that long ago."""
+    if _REL.match(text.strip()):
+        return datetime.now(UTC) - _duration(text)
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a time: {text!r} (try 2026-11-21, 2026-11-21T06:00:00Z or 24h)"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="scanner",
+        description="Scan everything: files, S3 objects, URLs and sites through malware and "
+        "vulnerability engines, with one NDJSON verdict line per target.",
+        epilog="Run 'scanner scan --help' for sources, options, exit codes and examples.",
+    )
+    parser.add_argument("--version", action="version", version=f"scanner {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    scan = sub.add_parser(
+        "scan",
+        help="scan targets and write one verdict line per target",
+        description="Scan every target the SOURCEs list and write one NDJSON verdict line per target "
+        "to --output (stdout by default). Progress and the summary go to stderr.",
+        epilog=_SCAN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    scan.add_argument("sources", nargs="+", metavar="SOURCE", help="what to scan (forms below)")
+    scan.add_argument(
+        "--engine", default=engines.DEFAULT_ENGINE,
+        help=f"scanning engine: {', '.join(engines.names())} (default: %(default)s, embedded, no account)",
+    )
+    scan.add_argument("--config", metavar="FILE", help="TOML config with [engines.NAME] tables (see configs/)")
+    scan.add_argument("--output", "-o", metavar="FILE", default="-",
+                      help="where verdict lines go: a file, - for stdout (default), or s3://bucket/key")
+    scan.add_argument("--jobs", "-j", type=int, metavar="N",
+                      help="targets in flight at once (default: the engine's own, e.g. 256 for yara)")
+    g = scan.add_argument_group("selecting targets")
+    g.add_argument("--include", action="append", default=[], metavar="GLOB",
+                   help="only targets matching GLOB (name, or path relative to the source if it has /); repeatable")
+    g.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="skip targets (and directories) matching GLOB; repeatable; wins over --include")
+    g.add_argument("--min-size", type=_size, metavar="SIZE", help="skip targets smaller than SIZE (10KB, 1MiB)")
+    g.add_argument("--max-size", type=_size, metavar="SIZE", help="skip targets larger than SIZE")
+    g.add_argument("--modified-since", type=_when, metavar="WHEN",
+                   help="only targets modified at or after WHEN (2026-11-21, RFC 3339, or 24h ago)")
+    g.add_argument("--modified-before", type=_when, metavar="WHEN", help="only targets modified before WHEN")
+    g.add_argument("--follow-symlinks", action="store_true",
+                   help="follow symbolic links while walking (each directory is entered once)")
+    g.add_argument("--all-versions", action="store_true", help="S3: scan every object version, not just the latest")
+    h = scan.add_argument_group("running")
+    h.add_argument("--drain-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="on Ctrl-C/SIGTERM, let jobs in flight finish this long (default: %(default)s); "
+                   "a second signal quits at once")
+    h.add_argument("--progress", choices=("auto", "bar", "plain", "none"), default="auto",
+                   help="progress on stderr: a live bar on a terminal, a plain line otherwise (default: auto)")
+    h.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",
+                   help="seconds between plain progress lines (default: %(default)s)")
+    h.add_argument("-q", "--quiet", action="store_true", help="no progress and no summary; errors only")
+    h.add_argument("-v", "--verbose", action="count", default=0, help="more log detail (-vv: debug)")
+    h.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
+
+    sim = sub.add_parser(
+        "simulate",
+        help="serve a vendor simulator on 127.0.0.1 to rehearse a config without spending quota",
+        description="Serve a faithful local simulator of a vendor API. Point the engine's base_url at it.",
+    )
+    sim.add_argument("vendor", help="which vendor API to simulate")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8080)
+    sim.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
+                     help="a simulator option (see the vendor's module for the list); repeatable")
+
+    sample = sub.add_parser("sample", help="write a small sample tree (with EICAR test files) to try scanner on")
+    sample.add_argument("directory", help="where to write it (created)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    sys.exit(run(argv))
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            raise UsageError("a command is required: scan, simulate or sample (see 'scanner --help')")
+        logs.configure(-1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0))
+        if args.command == "scan":
+            return _run_async(_scan, args)
+        if args.command == "simulate":
+            return _simulate(args)
+        return _sample(args)
+    except ScannerError as exc:
+        _fail(exc.message)
+        return 2
+    except KeyboardInterrupt:
+        _fail("interrupted")
+        return 2
+    except Exception as exc:
+        if debug:
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        return 2
+
+
+def _fail(message: str) -> None:
+    print(f"scanner: error: {logs.redact(message)}", file=sys.stderr, flush=True)
+
+
+def _run_async(fn: Any, args: argparse.Namespace) -> int:
+    result: int = anyio.run(fn, args, backend="asyncio", backend_options={"use_uvloop": _has_uvloop()})
+    return result
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _build_sink(output: str) -> Sink:
+    if output.startswith("s3://"):
+        from .sinks import s3
+
+        sink: Sink = s3.S3Sink.from_uri(output, {})
+        return sink
+    from .sinks.ndjson import NdjsonSink
+
+    ndjson = NdjsonSink(output)
+    ndjson.open()
+    return ndjson
+
+
+async def _scan(args: argparse.Namespace) -> int:
+    settings = config.load(args.config)
+    engines.validate_all(settings)
+    engine = engines.build(args.engine, settings)
+    options = sources.SourceOptions(
+        filters=sources.TargetFilter(
+            include=tuple(args.include),
+            exclude=tuple(args.exclude),
+            min_size=args.min_size,
+            max_size=args.max_size,
+            modified_since=args.modified_since,
+            modified_before=args.modified_before,
+        ),
+        follow_symlinks=args.follow_symlinks,
+        all_versions=args.all_versions,
+        s3=settings.s3,
+    )
+    built = [sources.build(spec, options) for spec in args.sources]
+    for source in built:
+        check = getattr(source, "check", None)
+        if check is not None:
+            check()
+    jobs = args.jobs or engine.default_jobs
+    if jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    sink = _build_sink(args.output)
+    notable = _Notable()
+    pipeline = Pipeline(
+        built, engine, sink, max_at_once=jobs, on_written=notable.collect, drain_timeout=args.drain_timeout
+    )
+    pipeline.check()
+    progress = Progress("none" if args.quiet else args.progress, interval=args.progress_interval)
+    summary: Summary | None = None
+    try:
+        async with engine:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_watch_signals, pipeline)
+                tg.start_soon(progress.run, pipeline)
+                summary = await pipeline.run()
+                tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            for source in built:
+                await source.aclose()
+            if summary is None:
+                await sink.abort()
+    with anyio.CancelScope(shield=True):
+        await sink.aclose()
+    if not args.quiet:
+        _print_summary(summary, sink.name, notable)
+    return summary.exit_code
+
+
+async def _watch_signals(pipeline: Pipeline) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        count = 0
+        async for signum in signals:
+            count += 1
+            name = signal.Signals(signum).name
+            if count == 1:
+                log.warning(
+                    "%s: stopping; jobs in flight get up to %.0fs to finish (signal again to quit now)",
+                    name, pipeline._drain_timeout,
+                )
+                pipeline.stop()
+            else:
+                log.warning("%s again: quitting now", name)
+                pipeline.abort()
+
+
+class _Notable:
+    """Keeps the first few findings and failures for the summary, so the operator sees them at once."""
+
+    LIMIT = 10
+
+    def __init__(self) -> None:
+        self.found: list[Verdict] = []
+        self.failed: list[Verdict] = []
+
+    async def collect(self, verdicts: Sequence[Verdict]) -> None:
+        for v in verdicts:
+            if v.status.is_finding and len(self.found) < self.LIMIT:
+                self.found.append(v)
+            elif v.status is Status.ERROR and len(self.failed) < self.LIMIT:
+                self.failed.append(v)
+
+
+def _print_summary(summary: Summary, output: str, notable: _Notable) -> None:
+    out = sys.stderr
+    rate = summary.written / summary.elapsed if summary.elapsed > 0 else 0.0
+    print(
+        f"scanner: {summary.written:,} verdicts in {summary.elapsed:.1f}s ({rate:,.0f}/s) to {output}: "
+        f"{format_counts(summary.by_status)}",
+        file=out,
+    )
+    for v in notable.found:
+        names = ", ".join(f.name for f in v.findings) or v.status.value
+        print(f"  {v.status.value}: {v.target.target} ({names})", file=out)
+    if summary.findings > len(notable.found):
+        print(f"  ... and {summary.findings - len(notable.found):,} more in {output}", file=out)
+    if summary.errors_by_code:
+        causes = ", ".join(f"{code} {n:,}" for code, n in sorted(summary.errors_by_code.items(), key=lambda x: -x[1]))
+        print(f"  not scanned, by cause: {causes}", file=out)
+    for v in notable.failed:
+        print(f"  error: {v.target.target}: {v.error.message if v.error else ''}", file=out)
+    if summary.halted is not None:
+        print(f"  halted: {summary.halted.message}", file=out)
+    for message in summary.source_errors:
+        print(f"  source failed: {message}", file=out)
+    if summary.interrupted:
+        print("  interrupted: the run is incomplete; run it again to finish", file=out)
+    out.flush()
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from . import simulators
+
+    module = simulators.load(args.vendor)
+    known: dict[str, tuple[type, Any, str]] = getattr(module, "OPTIONS", {})
+    options: dict[str, Any] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or key not in known:
+            raise UsageError(f"unknown simulator option {key!r} (known: {', '.join(sorted(known)) or 'none'})")
+        kind = known[key][0]
+        try:
+            options[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
+        except ValueError:
+            raise UsageError(f"simulator option {key}: not a {kind.__name__}: {value!r}") from None
+    app = module.make_app(**options)
+    print(f"scanner: simulating {args.vendor} on http://{args.host}:{args.port} (Ctrl-C to stop)", file=sys.stderr)
+    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from .sample import write_sample
+
+    written = write_sample(args.directory)
+    print(f"scanner: wrote {written} files under {args.directory}; try: scanner scan {args.directory}", file=sys.stderr)
+    return 0

@@ -1,0 +1,123 @@
+"""Progress on stderr, never in the verdict stream.
+
+On a terminal: a live bar with counts, rate and (once the listing is done and the total known) an
+ETA. Elsewhere (cron, CI, a pipe): one plain line every ``interval`` seconds, for logs.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol, TextIO
+
+import anyio
+
+__all__ = ("Progress", "format_counts")
+
+
+class _Stats(Protocol):
+    listed: int
+    in_flight: int
+    written: int
+    listing_done: bool
+    elapsed: float
+    by_status: Mapping[str, int]
+
+
+class _Watched(Protocol):
+    def statistics(self) -> Any: ...
+
+
+_ORDER = ("infected", "suspicious", "vulnerable", "error", "unscannable", "skipped", "clean")
+
+
+def format_counts(by_status: Mapping[str, int]) -> str:
+    parts = [f"{by_status[k]:,} {k}" for k in _ORDER if by_status.get(k)]
+    return ", ".join(parts) or "nothing yet"
+
+
+class Progress:
+    """Reports a pipeline's statistics until cancelled. ``mode``: auto, bar, plain or none."""
+
+    def __init__(self, mode: str = "auto", *, interval: float = 10.0, stream: TextIO | None = None) -> None:
+        self._stream = stream or sys.stderr
+        if mode == "auto":
+            mode = "bar" if self._stream.isatty() else "plain"
+        self.mode = mode
+        self._interval = interval
+
+    async def run(self, pipeline: _Watched) -> None:
+        if self.mode == "none":
+            return
+        if self.mode == "bar":
+            await self._bar(pipeline)
+        else:
+            await self._plain(pipeline)
+
+    async def _plain(self, pipeline: _Watched) -> None:
+        last_written, last_t = 0, time.monotonic()
+        while True:
+            await anyio.sleep(self._interval)
+            s: _Stats = pipeline.statistics()
+            now = time.monotonic()
+            rate = (s.written - last_written) / max(now - last_t, 1e-9)
+            last_written, last_t = s.written, now
+            total = f"/{s.listed:,}" if s.listing_done else f" (listed {s.listed:,} so far)"
+            eta = ""
+            if s.listing_done and rate > 0:
+                eta = f", eta {_duration((s.listed - s.written) / rate)}"
+            print(
+                f"scanner: progress {s.written:,}{total} done, {rate:,.0f}/s, {s.in_flight} in flight"
+                f"{eta}: {format_counts(s.by_status)}",
+                file=self._stream,
+                flush=True,
+            )
+
+    async def _bar(self, pipeline: _Watched) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.progress import Progress as Bar
+
+        console = Console(file=self._stream)
+        columns = (
+            TextColumn("[bold]scanning"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[rate]}/s"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[counts]}"),
+        )
+        with Bar(*columns, console=console, transient=True, refresh_per_second=5) as bar:
+            task = bar.add_task("scan", total=None, rate="0", counts="")
+            try:
+                while True:
+                    await anyio.sleep(0.2)
+                    s: _Stats = pipeline.statistics()
+                    bar.update(
+                        task,
+                        completed=s.written,
+                        total=s.listed if s.listing_done else None,
+                        rate=f"{s.written / max(s.elapsed, 1e-9):,.0f}",
+                        counts=format_counts(s.by_status),
+                    )
+            finally:
+                bar.stop()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
