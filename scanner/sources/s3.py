@@ -1,0 +1,306 @@
+"""``s3://bucket[/prefix]``: a bucket listing as a lazy stream of targets, and object bodies streamed.
+
+Listing
+  ListObjectsV2 pages (``--all-versions``: ListObjectVersions, delete markers dropped) are pulled as
+  the pipeline asks, so the first verdict is written long before a billion-key listing ends, and
+  memory holds at most a few pages per listing task whatever the bucket size. The prefix is taken
+  literally (``s3://b/logs`` also lists ``logs-old/``; write ``s3://b/logs/`` for the folder).
+  Include/exclude globs apply to the key relative to the prefix, as to paths under a directory; size
+  and ``--modified-since/--modified-before`` bounds apply to the listed size and LastModified.
+
+Parallel listing
+  With ``[s3] list_concurrency`` > 1 (the default, 16) the key space is split at the first ``/`` after
+  the prefix: one delimiter listing yields the top-level keys itself and hands each common prefix to
+  one of N listing tasks; their pages merge into one bounded stream (order is then not key order). A
+  prefix holding a single sub-prefix and nothing else is descended into first, so
+  ``s3://b/data/`` with ``data/2024/...`` still fans out. Excluded "directories" are never listed.
+
+Bodies
+  :meth:`S3Source.open` GETs the object (its listed version, with ``If-Match`` on the listed ETag) and
+  streams it through aiohttp's flow-controlled reader: a multi-GB object costs a few MB. A vanished
+  object, a denied GET, an ETag or size that changed since listing, or a stream cut short raises
+  :class:`~scanner.errors.TargetError` with a stable code; a missing bucket, refused credentials or a
+  denied listing raise :class:`~scanner.errors.SourceError` from :meth:`S3Source.targets`.
+
+Zero-byte folder markers and keys with odd bytes (spaces, unicode, ``//``, ``..``, a trailing ``/``)
+are ordinary objects: each is a target and gets its own line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import aiohttp
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from .._content import CHUNK
+from ..errors import TargetError
+from ..model import Kind, Target
+from ._s3conn import S3Config, S3Connection, listing_error, object_error, parse_s3_uri
+from ._s3wire import ListPage, S3ResponseError
+from .filters import TargetFilter
+
+if TYPE_CHECKING:
+    from . import SourceOptions
+
+__all__ = ("S3Body", "S3Objects", "S3Source", "from_uri", "objects")
+
+_Batches = MemoryObjectSendStream[list[Target]]
+#: how deep a lone sub-prefix is followed before the fan-out gives up and lists it whole
+_MAX_DESCENT = 4
+
+
+def from_uri(spec: str, options: SourceOptions) -> S3Source:
+    """The source for one ``s3://bucket[/prefix]`` argument. Raises SourceError / ConfigError; does no
+    I/O (the bucket is first contacted when :meth:`S3Source.targets` is iterated)."""
+    bucket, prefix = parse_s3_uri(spec)
+    config = S3Config.from_table(options.s3)
+    return S3Source(
+        bucket, prefix, S3Connection(config), filters=options.filters, all_versions=options.all_versions
+    )
+
+
+def objects(options: SourceOptions) -> S3Objects:
+    """An opener for S3 targets that arrive without a listing (NDJSON on stdin). Close it."""
+    return S3Objects(S3Connection(S3Config.from_table(options.s3)))
+
+
+@dataclass(slots=True)
+class S3Body:
+    """One GetObject response, streamed. ``size`` is what the listing (or Content-Length) promised."""
+
+    _response: aiohttp.ClientResponse
+    size: int | None
+    path: str | None = None
+
+    async def chunks(self, chunk_size: int = CHUNK) -> AsyncIterator[bytes]:
+        """Yield the body in chunks of at most ``chunk_size``; TargetError if it is cut short or longer
+        or shorter than promised."""
+        read = 0
+        try:
+            async for chunk in self._response.content.iter_chunked(chunk_size):
+                read += len(chunk)
+                yield chunk
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            error = TargetError(
+                f"object stream broken after {read} bytes: {type(exc).__name__}", code="read_failed"
+            )
+            error.retryable = True
+            raise error from None
+        if self.size is not None and read != self.size:
+            raise TargetError(
+                f"object changed while read ({read} bytes read, {self.size} expected)", code="changed"
+            )
+
+
+class S3Objects:
+    """Opens S3 targets' bodies (see the module docstring). ``if_match`` follows ``[s3] if_match``."""
+
+    def __init__(self, conn: S3Connection) -> None:
+        self._conn = conn
+
+    def __repr__(self) -> str:
+        return f"<S3Objects {self._conn!r}>"
+
+    @asynccontextmanager
+    async def open(self, target: Target, /) -> AsyncIterator[S3Body]:
+        if target.bucket is None or target.key is None:
+            raise TargetError("not an S3 object target (no bucket/key)", code="bad_target")
+        wire = await self._conn.wire()
+        query = [("versionId", target.version_id)] if target.version_id else []
+        headers = {}
+        if target.etag and self._conn.config.if_match and not target.version_id:
+            headers["If-Match"] = f'"{target.etag}"'
+        try:
+            async with wire.get(target.bucket, target.key, query, headers) as response:
+                length = response.content_length
+                if target.size is not None and length is not None and length != target.size:
+                    raise TargetError(
+                        f"object changed since it was listed ({length} bytes, {target.size} listed)",
+                        code="changed",
+                    )
+                yield S3Body(response, target.size if target.size is not None else length)
+        except S3ResponseError as exc:
+            raise object_error(exc) from None
+
+    async def aclose(self) -> None:
+        await self._conn.aclose()
+
+
+class S3Source:
+    """Objects under ``s3://bucket/prefix``; see the module docstring for the contract.
+
+    ``targets()`` runs listing tasks inside it when listing in parallel: iterate it to the end, or close
+    it (``aclose()``) from the task that iterates it, as the pipeline does.
+    """
+
+    kinds = frozenset({Kind.S3})
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str,
+        conn: S3Connection,
+        *,
+        filters: TargetFilter | None = None,
+        all_versions: bool = False,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix
+        self.filters = filters or TargetFilter()
+        self.all_versions = all_versions
+        self._conn = conn
+        self._objects = S3Objects(conn)
+        cfg = conn.config
+        self.list_concurrency = cfg.list_concurrency
+        self.page_size = cfg.page_size
+        self.listed = 0
+        self.pages = 0
+        f = self.filters
+        self._since = f.modified_since.timestamp() if f.modified_since is not None else None
+        self._before = f.modified_before.timestamp() if f.modified_before is not None else None
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def __repr__(self) -> str:
+        return (
+            f"<S3Source {self.uri} versions={self.all_versions} concurrency={self.list_concurrency}"
+            f" pages={self.pages} listed={self.listed}>"
+        )
+
+    def open(self, target: Target, /) -> AbstractAsyncContextManager[S3Body]:
+        return self._objects.open(target)
+
+    async def aclose(self) -> None:
+        await self._conn.aclose()
+
+    async def targets(self) -> AsyncIterator[Target]:
+        if self.list_concurrency <= 1:
+            async for page in self._pages(self.prefix, None):
+                for target in self._select(page):
+                    yield target
+            return
+        send, receive = anyio.create_memory_object_stream[list[Target]](2)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._fan_out, send)
+                async with receive:
+                    async for batch in receive:
+                        for target in batch:
+                            yield target
+        except BaseExceptionGroup as group:
+            # One listing task failed (a SourceError) and the others were cancelled: raise that one
+            # error as a sequential listing would, not a group the pipeline cannot match.
+            raise _first_leaf(group) from None
+
+    # Listing proper.
+
+    async def _pages(self, prefix: str, delimiter: str | None) -> AsyncIterator[ListPage]:
+        wire = await self._conn.wire()
+        marker: str | tuple[str, str] | None = None
+        while True:
+            try:
+                page = await wire.list_page(
+                    self.bucket,
+                    prefix,
+                    versions=self.all_versions,
+                    marker=marker,
+                    delimiter=delimiter,
+                    max_keys=self.page_size,
+                )
+            except S3ResponseError as exc:
+                raise listing_error(exc, self.uri) from None
+            self.pages += 1
+            yield page
+            if page.next is None:
+                return
+            marker = page.next
+
+    def _select(self, page: ListPage) -> list[Target]:
+        """The page's objects that pass the filters, as targets (delete markers dropped)."""
+        out: list[Target] = []
+        bucket, cut, f = self.bucket, len(self.prefix), self.filters
+        check_name = bool(f.include or f.exclude)
+        check_size = f.min_size is not None or f.max_size is not None
+        since, before = self._since, self._before
+        for o in page.objects:
+            if o.is_delete_marker:
+                continue
+            if check_name and not f.matches_name(o.key[cut:].lstrip("/")):
+                continue
+            if check_size and not f.matches_size(o.size):
+                continue
+            if o.mtime is not None and (
+                (since is not None and o.mtime < since) or (before is not None and o.mtime >= before)
+            ):
+                continue
+            etag = o.etag.strip('"') if o.etag else None
+            out.append(
+                Target(Kind.S3, f"s3://{bucket}/{o.key}", o.size, o.mtime, etag, o.version_id, bucket, o.key)
+            )
+        self.listed += len(page.objects)
+        return out
+
+    async def _fan_out(self, send: MemoryObjectSendStream[list[Target]]) -> None:
+        async with send:
+            work_send, work_receive = anyio.create_memory_object_stream[str](self.list_concurrency)
+            async with anyio.create_task_group() as tg:
+                async with work_receive:
+                    for _ in range(self.list_concurrency):
+                        tg.start_soon(self._worker, work_receive.clone(), send.clone())
+                async with work_send:
+                    await self._split(self.prefix, 0, work_send, send)
+
+    async def _worker(
+        self, work: MemoryObjectReceiveStream[str], send: MemoryObjectSendStream[list[Target]]
+    ) -> None:
+        async with work, send:
+            async for prefix in work:
+                async for page in self._pages(prefix, None):
+                    batch = self._select(page)
+                    if batch:
+                        await send.send(batch)
+
+    async def _split(
+        self,
+        prefix: str,
+        depth: int,
+        work: MemoryObjectSendStream[str],
+        send: MemoryObjectSendStream[list[Target]],
+    ) -> None:
+        """List ``prefix`` with delimiter ``/``: send its own objects, hand each sub-prefix to a worker.
+        A lone sub-prefix with no objects beside it is split again instead (up to _MAX_DESCENT)."""
+        held: str | None = None
+        first = True
+        async for page in self._pages(prefix, "/"):
+            batch = self._select(page)
+            if batch:
+                await send.send(batch)
+            subs = [p for p in page.prefixes if not self._excluded(p)]
+            if first and page.next is None and not page.objects and len(subs) == 1 and depth < _MAX_DESCENT:
+                held = subs[0]  # the only page: split the lone sub-prefix instead of listing it whole
+                continue
+            first = False
+            for sub in subs:
+                await work.send(sub)
+        if held is not None:
+            await self._split(held, depth + 1, work, send)
+
+    def _excluded(self, sub: str) -> bool:
+        f = self.filters
+        return bool(f.exclude) and f.excludes_dir(sub[len(self.prefix) :].strip("/"))
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_leaf(exc)
+        if not isinstance(exc, anyio.get_cancelled_exc_class()):
+            return exc
+    return group
