@@ -48,7 +48,7 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         deadline = time.monotonic() + 20
         while True:
             try:
-                with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1):
+                with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1):  # noqa: S310 - our http URL
                     break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
