@@ -1,0 +1,384 @@
+"""The one vendor HTTP layer: session, timeouts, TLS, retries, rate limits, typed errors, redaction.
+
+Every vendor engine talks to its API through a :class:`VendorClient`. It is a thin wrapper rather
+than an aiohttp middleware chain because a retry must rebuild a streamed body and each request
+carries the limiter's route and cost; a wrapper keeps that in one readable loop.
+
+Contract of :meth:`VendorClient.request`:
+
+* **Limits.** Each attempt holds a :class:`~scanner.ratelimit.RateLimits` slot for its route (family
+  gate, pace, concurrency) and a pooled connection; neither is held while backing off.
+* **Retries** (bounded by ``RetryPolicy.attempts`` and by the total backoff time ``max_wait``):
+  connect errors, resets, timeouts, 5xx, 408 and throttling answers (429 other than a spent quota,
+  503). The delay is the server's ``retry_after`` when it gives one, else exponential backoff with
+  full jitter (Marc Brooker, "Exponential Backoff And Jitter", AWS Architecture Blog, 2015). A
+  throttle pauses every paced caller of the engine once, not just the one that saw it.
+* **A spent quota** (the vendor's hint says ``quota``) is folded into the family gate and retried:
+  the gate then holds until the reset or raises :class:`~scanner.errors.QuotaExhausted`.
+* **401/403** raise :class:`~scanner.errors.AuthError` at once and are never retried; the client then
+  refuses every further request without touching the network (vendors block IPs for bad keys).
+* Other statuses are returned for the adapter to read (a 404 for an unknown id, a 400 body code).
+* aiohttp and OS exceptions never escape: they become :class:`~scanner.errors.TransportError`
+  (``code="tls"`` and not retried for certificate failures) and messages name the redacted URL.
+* **Redaction.** Every configured secret is replaced by ``***`` in messages and logs; header values
+  of credential headers and query values of credential-looking parameters are masked too.
+
+Cancellation abandons the attempt; the slot and the connection are released on the way out.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import ssl
+from collections import Counter
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import orjson
+
+from .errors import AuthError, ProtocolError, ServerError, ThrottledError, TransportError
+from .ratelimit import RateLimitHint, RateLimits
+
+__all__ = (
+    "Body",
+    "HintParser",
+    "HttpStatistics",
+    "Redactor",
+    "Response",
+    "RetryPolicy",
+    "Timeouts",
+    "VendorClient",
+    "full_jitter",
+)
+
+log = logging.getLogger("scanner.http")
+
+#: (status, headers, body) -> what the answer says about our budget; pure, one per vendor
+HintParser = Callable[[int, Mapping[str, str], bytes], RateLimitHint]
+#: a request body: bytes, or a factory of a fresh chunk stream (called again for each attempt)
+Body = bytes | Callable[[], AsyncIterable[bytes]] | None
+
+_SECRET_HEADERS = frozenset({"apikey", "authorization", "cookie", "x-api-key", "proxy-authorization"})
+_SECRET_PARAM = re.compile(r"(?i)((?:api_?key|key|token|secret|password|auth_key|signature)=)[^&]*")
+
+
+class Redactor:
+    """Masks secrets in text, header maps and URLs. Secrets shorter than 4 characters are ignored."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets = tuple(sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True))
+
+    def text(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def url(self, url: str) -> str:
+        parts = urlsplit(url)
+        netloc = parts.netloc.rpartition("@")[2] if "@" in parts.netloc else parts.netloc
+        query = _SECRET_PARAM.sub(r"\1***", parts.query)
+        return self.text(urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment)))
+
+    def headers(self, headers: Mapping[str, str]) -> dict[str, str]:
+        return {k: "***" if k.lower() in _SECRET_HEADERS else self.text(v) for k, v in headers.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Bounded retries: ``attempts`` in all, backoff ``base * 2**n`` capped at ``cap``, total ``max_wait``."""
+
+    attempts: int = 5
+    base: float = 0.5
+    cap: float = 30.0
+    max_wait: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Per-phase timeouts in seconds: pool wait, connect (incl. TLS), each read, whole request."""
+
+    pool: float | None = 60.0
+    connect: float = 10.0
+    read: float = 60.0
+    total: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A whole answer: status, headers, body (vendor JSON is small; uploads stream the other way)."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    attempts: int = 1
+    hint: RateLimitHint | None = None
+
+    def json(self) -> Any:
+        """The body as JSON; raises ProtocolError if it is not JSON."""
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError:
+            raise ProtocolError(
+                f"expected JSON, got {len(self.body)} bytes that are not (status {self.status})"
+            ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpStatistics:
+    requests: int
+    in_flight: int
+    retries: int
+    connections_opened: int
+    connections_reused: int
+    max_connections: int
+    statuses: tuple[tuple[int, int], ...] = field(default=())
+    errors: tuple[tuple[str, int], ...] = field(default=())
+
+
+def full_jitter(attempt: int, policy: RetryPolicy, rng: random.Random) -> float:
+    """Delay before retry number ``attempt`` (0-based): uniform in [0, min(cap, base * 2**attempt)]."""
+    return rng.uniform(0.0, min(policy.cap, policy.base * (2.0**attempt)))
+
+
+class _Retry(Exception):
+    """Internal: this attempt failed in a retryable way; ``delay`` is the server's wait, if any."""
+
+    def __init__(self, error: Exception, delay: float | None = None, throttle: bool = False) -> None:
+        self.error = error
+        self.delay = delay
+        self.throttle = throttle
+
+
+class VendorClient:
+    """An aiohttp session for one engine, bounded and instrumented, with the contract above.
+
+    Args:
+        vendor: the engine name, used in messages.
+        base_url: scheme and host (and any path prefix) every request path is appended to.
+        headers: sent on every request (credentials belong here; they are redacted everywhere).
+        secrets: values to mask in every message and log line.
+        limits: the engine's rate limits; ``RateLimits()`` imposes none until the server speaks.
+        hints: the vendor's parser of rate-limit signals.
+        connections: the connection pool's size (the engine's "connections" limit).
+        ca_file: a PEM bundle to trust instead of the system store (for a private endpoint).
+        session_factory: builds the session (tests may inject one); default: a bounded TCPConnector.
+    """
+
+    def __init__(
+        self,
+        vendor: str,
+        base_url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        secrets: Iterable[str] = (),
+        limits: RateLimits | None = None,
+        hints: HintParser | None = None,
+        connections: int = 16,
+        timeouts: Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+        ca_file: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.vendor = vendor
+        self.base_url = base_url.rstrip("/")
+        self._headers = dict(headers or {})
+        self.redact = Redactor(secrets)
+        self.limits = limits or RateLimits()
+        self._hints = hints or (lambda status, headers, body: RateLimitHint())
+        self.connections = connections
+        self.timeouts = timeouts or Timeouts()
+        self.retry = retry or RetryPolicy()
+        self._ca_file = ca_file
+        self._rng = rng or random.Random()
+        self._session: aiohttp.ClientSession | None = None
+        self._auth_failure: AuthError | None = None
+        self._requests = 0
+        self._in_flight = 0
+        self._retries = 0
+        self._opened = 0
+        self._reused = 0
+        self._statuses: Counter[int] = Counter()
+        self._errors: Counter[str] = Counter()
+
+    def __repr__(self) -> str:
+        s = self.statistics()
+        return (
+            f"<VendorClient {self.vendor} {self.redact.url(self.base_url)} in_flight={s.in_flight} "
+            f"requests={s.requests} retries={s.retries} "
+            f"connections={s.connections_opened}/{s.max_connections}>"
+        )
+
+    async def __aenter__(self) -> Self:
+        try:
+            ctx = ssl.create_default_context(cafile=self._ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            from .errors import ConfigError
+
+            raise ConfigError(f"{self.vendor}: ca_file {self._ca_file}: {exc}") from None
+        trace = aiohttp.TraceConfig()
+        trace.on_connection_create_end.append(self._on_open)
+        trace.on_connection_reuseconn.append(self._on_reuse)
+        connector = aiohttp.TCPConnector(limit=self.connections, limit_per_host=self.connections, ssl=ctx)
+        t = self.timeouts
+        timeout = aiohttp.ClientTimeout(
+            total=t.total, connect=t.pool, sock_connect=t.connect, sock_read=t.read
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=timeout, trace_configs=[trace], raise_for_status=False
+        )
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _on_open(self, *_: object) -> None:
+        self._opened += 1
+
+    async def _on_reuse(self, *_: object) -> None:
+        self._reused += 1
+
+    def statistics(self) -> HttpStatistics:
+        return HttpStatistics(
+            requests=self._requests,
+            in_flight=self._in_flight,
+            retries=self._retries,
+            connections_opened=self._opened,
+            connections_reused=self._reused,
+            max_connections=self.connections,
+            statuses=tuple(sorted(self._statuses.items())),
+            errors=tuple(sorted(self._errors.items())),
+        )
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        route: str,
+        cost: int = 1,
+        paced: bool = False,
+        headers: Mapping[str, str] | None = None,
+        json: Any = None,
+        data: Body = None,
+    ) -> Response:
+        """Send one logical request with retries; see the module docstring for what it raises."""
+        url = f"{self.base_url}{path}"
+        where = f"{self.vendor}: {method} {self.redact.url(url)}"
+        waited = 0.0
+        attempt = 0
+        while True:
+            if self._auth_failure is not None:
+                raise AuthError(self._auth_failure.message)
+            attempt += 1
+            try:
+                return await self._attempt(
+                    method, url, where, route, cost, paced, headers, json, data, attempt
+                )
+            except _Retry as retry:
+                error = retry.error
+                self._errors[getattr(error, "code", "error")] += 1
+                if attempt >= self.retry.attempts:
+                    raise error from None
+                delay = retry.delay
+                if delay is None:
+                    delay = full_jitter(attempt - 1, self.retry, self._rng)
+                if waited + delay > self.retry.max_wait:
+                    raise error from None
+                waited += delay
+                self._retries += 1
+                log.info("%s: %s; retry %d in %.2f s", where, self.redact.text(str(error)), attempt, delay)
+                if retry.throttle:
+                    # one throttle pauses every paced caller and the route's family, then all retry
+                    self.limits.throttled(delay, route)
+                    if paced or self.limits.gate_for(route) is not None:
+                        continue
+                await self.limits.clock.sleep(delay)
+
+    async def _attempt(
+        self,
+        method: str,
+        url: str,
+        where: str,
+        route: str,
+        cost: int,
+        paced: bool,
+        headers: Mapping[str, str] | None,
+        json: Any,
+        data: Body,
+        attempt: int,
+    ) -> Response:
+        session = self._session
+        if session is None:
+            raise RuntimeError("VendorClient used outside 'async with'")
+        send_headers = {**self._headers, **(headers or {})}
+        async with self.limits.slot(route, cost, paced=paced) as slot:
+            body: Any = data() if callable(data) else data
+            if json is not None:
+                body = orjson.dumps(json)
+                send_headers.setdefault("Content-Type", "application/json")
+            self._requests += 1
+            self._in_flight += 1
+            try:
+                async with session.request(method, url, headers=send_headers, data=body) as resp:
+                    payload = await resp.read()
+                    status = resp.status
+                    resp_headers = {k: v for k, v in resp.headers.items()}
+            except aiohttp.ClientConnectorCertificateError as exc:
+                error = TransportError(
+                    f"{where}: TLS certificate not trusted ({exc.certificate_error})", code="tls"
+                )
+                error.retryable = False
+                raise error from None
+            except aiohttp.ClientSSLError:
+                error = TransportError(f"{where}: TLS handshake failed", code="tls")
+                error.retryable = False
+                raise error from None
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise _Retry(TransportError(f"{where}: {self._describe(exc)}")) from None
+            finally:
+                self._in_flight -= 1
+            hint = self._hints(status, resp_headers, payload)
+            slot.observe(hint)
+        self._statuses[status] += 1
+        log.debug("%s -> %d (attempt %d)", where, status, attempt)
+        return self._classify(where, Response(status, resp_headers, payload, attempt, hint))
+
+    def _describe(self, exc: BaseException) -> str:
+        if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+            return "timed out"
+        if isinstance(exc, aiohttp.ServerDisconnectedError):
+            return "server closed the connection"
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return f"cannot connect ({exc.os_error.strerror or type(exc.os_error).__name__})"
+        if isinstance(exc, aiohttp.ClientPayloadError):
+            return "response body cut short"
+        return self.redact.text(f"{type(exc).__name__}: {exc}")
+
+    def _classify(self, where: str, resp: Response) -> Response:
+        status, hint = resp.status, resp.hint
+        if status in (401, 403):
+            error = AuthError(
+                f"{where}: credentials refused (HTTP {status}); not retried, and no further requests "
+                "are sent with this key"
+            )
+            self._auth_failure = error
+            raise error
+        if status == 429 and hint is not None and hint.quota and not hint.throttled:
+            # the gate now holds this family: the retry waits for the reset or raises QuotaExhausted
+            raise _Retry(ThrottledError(f"{where}: quota spent (HTTP 429)"), delay=0.0)
+        if status in (429, 503):
+            retry_after = hint.retry_after if hint is not None else None
+            raise _Retry(ThrottledError(f"{where}: throttled (HTTP {status})"), retry_after, throttle=True)
+        if status >= 500 or status == 408:
+            raise _Retry(ServerError(f"{where}: HTTP {status}"), hint.retry_after if hint else None)
+        return resp
