@@ -19,6 +19,7 @@ __all__ = ("DEFAULT_ENGINE", "Engine", "build", "names", "validate_all")
 DEFAULT_ENGINE = "yara"
 
 _MODULES: dict[str, str] = {
+    "metadefender": "scanner.engines.metadefender",
     "yara": "scanner.engines.yara",
 }
 

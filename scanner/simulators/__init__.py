@@ -13,7 +13,9 @@ from types import ModuleType
 
 __all__ = ("load", "names")
 
-_MODULES: dict[str, str] = {}
+_MODULES: dict[str, str] = {
+    "metadefender": "scanner.simulators.metadefender",
+}
 
 
 def names() -> tuple[str, ...]:

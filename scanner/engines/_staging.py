@@ -1,0 +1,93 @@
+"""Stage a body for a hash-first vendor: learn its sha256 and size, keep its bytes re-readable.
+
+A local file (``body.path`` set) is hashed in a worker thread with :func:`hashlib.file_digest` and
+re-read from its path on upload. Any other body (S3) is spooled to a temporary file while it is
+hashed, so the upload (and its retries) read from local disk and the bucket is read once. The event
+loop never blocks: every read, write and digest runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+
+import anyio
+
+from .._content import CHUNK, Hashing
+from ..errors import TargetError
+from ..sources._base import Body
+
+__all__ = ("Staged", "file_chunks", "stage")
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """The content of one target, on local disk at ``path``, with its digest and size."""
+
+    path: str
+    sha256: str
+    size: int
+    spooled: bool
+
+
+def _digest(path: str) -> tuple[str, int]:
+    try:
+        with open(path, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+            return digest, os.fstat(f.fileno()).st_size
+    except OSError as exc:
+        raise TargetError(f"cannot read: {exc.strerror}", code="unreadable") from None
+
+
+def _write_all(fd: int, chunk: bytes) -> None:
+    view = memoryview(chunk)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+@asynccontextmanager
+async def stage(body: Body, *, spool_dir: str | None = None) -> AsyncIterator[Staged]:
+    """Hash (and, for non-local bodies, spool) ``body``; the spool file is removed on exit.
+
+    Raises TargetError when the body cannot be read to the end or its size is not the promised one.
+    Cancellation removes the spool file.
+    """
+    if body.path is not None:
+        sha, size = await anyio.to_thread.run_sync(_digest, body.path)
+        if body.size is not None and size != body.size:
+            raise TargetError(f"file changed while read ({size} bytes, {body.size} expected)", code="changed")
+        yield Staged(body.path, sha, size, spooled=False)
+        return
+    fd, tmp = await anyio.to_thread.run_sync(lambda: tempfile.mkstemp(prefix="scanner-spool-", dir=spool_dir))
+    try:
+        hashing = Hashing(body.chunks(), body.size)
+        async for chunk in hashing:
+            await anyio.to_thread.run_sync(_write_all, fd, chunk)
+        yield Staged(tmp, hashing.sha256, hashing.size, spooled=True)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(_remove, fd, tmp)
+
+
+def _remove(fd: int, path: str) -> None:
+    os.close(fd)
+    with suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+async def file_chunks(path: str, chunk_size: int = CHUNK) -> AsyncIterator[bytes]:
+    """Stream a local file in chunks, each read in a worker thread (an upload body)."""
+    f = await anyio.to_thread.run_sync(lambda: open(path, "rb"))  # noqa: SIM115 - closed below
+    try:
+        while True:
+            chunk = await anyio.to_thread.run_sync(f.read, chunk_size)
+            if not chunk:
+                return
+            yield chunk
+    finally:
+        await anyio.to_thread.run_sync(f.close)

@@ -1,0 +1,302 @@
+"""MetaDefender Cloud (API v4): hash first, upload only misses, poll for the verdict.
+
+For each target: stage the body (sha256 in a worker thread; non-local bodies spooled to a temporary
+file), look the hash up with the bulk endpoint (``POST /v4/hash``; concurrent jobs share one request
+per ``hash_linger`` window, up to ``hash_batch`` hashes), and if MetaDefender already knows the
+content take its verdict. Otherwise upload it (``POST /v4/file``, streamed from disk, ``filename``
+header) and poll ``GET /v4/file/{data_id}`` every ``poll_initial`` seconds growing by
+``poll_factor`` up to ``poll_max``, until ``progress_percentage`` is 100. A job sleeping between polls
+holds no connection and no rate token, and has already released its body. Identical content within a
+run is resolved once (one lookup, at most one upload) and its outcome shared.
+
+Limits: every request goes through :mod:`scanner._http` with a route (``apikey``, ``hash``, ``upload``,
+``poll``) whose family the server names in ``X-RateLimit-For``; uploads and bulk lookups are paced by
+``requests_per_second`` (the vendor throttles those). The engine raises, from :meth:`scan`:
+:class:`~scanner.errors.AuthError` (401/403, never retried; a bad key fails ``__aenter__`` after one
+request), :class:`~scanner.errors.QuotaExhausted` (a family's quota resets later than
+``max_quota_wait``), and per-target engine errors after bounded retries.
+
+Assumptions where the documents are silent:
+
+* ``GET /v4/apikey`` answers with ``max_upload_file_size`` in MB; a key without it has no limit here.
+* ``GET /v4/file/{data_id}`` costs no quota (polls pass the family gate at cost 0); a bulk lookup is
+  charged per *found* hash, so a batch reserves its size and the answer's ``Remaining`` settles it.
+* With ``includescandetails: 1`` a bulk item carries ``scan_details`` (threat names); without them an
+  infected hit gets a finding named after the result code.
+* A hit still in progress (code 255) is polled by its ``data_id``, not uploaded again.
+* Code 11 ("aborted") is an ``error`` marked retryable; the engine does not re-upload by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote, urlsplit
+
+import pydantic
+
+from .._http import RetryPolicy, Timeouts, VendorClient
+from ..config import EngineConfig
+from ..errors import EngineError, ProtocolError, ServerError
+from ..model import ErrorInfo, Finding, Kind, Outcome, Status, Target
+from ..ratelimit import Clock, MonotonicClock, RateLimits
+from ..sources._base import Source
+from . import _metadefender_wire as wire
+from ._batching import Batcher, Singleflight
+from ._staging import Staged, file_chunks, stage
+
+__all__ = ("Config", "MetaDefenderEngine", "create")
+
+log = logging.getLogger("scanner.engines.metadefender")
+
+_F = pydantic.Field
+
+
+class Config(EngineConfig):
+    """``[engines.metadefender]``"""
+
+    base_url: str = _F(default="https://api.metadefender.com", description="the adapter appends /v4/...")
+    api_key: pydantic.SecretStr = _F(description="MetaDefender Cloud API key (use ${METADEFENDER_API_KEY})")
+    ca_file: str | None = _F(default=None, description="PEM bundle to trust instead of the system store")
+    connections: int = _F(default=16, ge=1, le=1024, description="HTTP connections (pool size)")
+    jobs: int = _F(default=32, ge=1, description="default jobs in flight for this engine")
+    connect_timeout: float = _F(default=10.0, gt=0)
+    read_timeout: float = _F(default=120.0, gt=0, description="seconds between bytes of an answer")
+    retry_attempts: int = _F(default=5, ge=1, le=20)
+    retry_base: float = _F(default=1.0, gt=0, description="first backoff ceiling (s), doubled per retry")
+    retry_cap: float = _F(default=60.0, gt=0, description="largest single backoff (s)")
+    retry_max_wait: float = _F(default=300.0, ge=0, description="total backoff per request (s)")
+    requests_per_second: float | None = _F(default=None, gt=0, description="pace of uploads and lookups")
+    burst: int = _F(default=1, ge=1, description="paced requests allowed at once")
+    max_concurrency: int | None = _F(default=None, ge=1, description="requests in flight at once")
+    max_quota_wait: float = _F(default=600.0, ge=0, description="wait this long for a quota reset, else stop")
+    hash_lookup: bool = _F(default=True, description="look hashes up before uploading")
+    hash_batch: int = _F(default=1000, ge=1, le=1000, description="hashes per bulk lookup")
+    hash_linger: float = _F(default=0.05, ge=0, description="seconds a bulk lookup waits for company")
+    poll_initial: float = _F(default=3.0, ge=0, description="first wait before polling (s)")
+    poll_factor: float = _F(default=1.2, ge=1.0, description="growth of the poll interval")
+    poll_max: float = _F(default=300.0, gt=0, description="largest poll interval (s)")
+    poll_timeout: float = _F(default=3600.0, gt=0, description="give up polling after this long (s)")
+    rule: str | None = _F(default=None, description="workflow rule header, e.g. 'unarchive'")
+    spool_dir: str | None = _F(default=None, description="where non-local bodies are spooled")
+    dedupe_cache: int = _F(default=100_000, ge=0, description="outcomes remembered by sha256 in a run")
+
+    @pydantic.field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+
+def create(config: Config, *, clock: Clock | None = None) -> MetaDefenderEngine:
+    return MetaDefenderEngine(config, clock=clock)
+
+
+class MetaDefenderEngine:
+    """The ``metadefender`` engine. See the module docstring for its contract."""
+
+    name = "metadefender"
+    accepts = frozenset({Kind.FILE, Kind.S3})
+
+    def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or MonotonicClock()
+        self.default_jobs = config.jobs
+        #: learnt from GET /v4/apikey in __aenter__
+        self.max_size: int | None = None
+        key = config.api_key.get_secret_value()
+        self.limits = RateLimits(
+            self.clock,
+            max_wait=config.max_quota_wait,
+            requests_per_second=config.requests_per_second,
+            burst=config.burst,
+            max_concurrency=config.max_concurrency,
+        )
+        self.http = VendorClient(
+            self.name,
+            config.base_url,
+            headers={"apikey": key, "Accept": "application/json"},
+            secrets=[key],
+            limits=self.limits,
+            hints=wire.parse_hint,
+            connections=config.connections,
+            timeouts=Timeouts(connect=config.connect_timeout, read=config.read_timeout),
+            retry=RetryPolicy(
+                attempts=config.retry_attempts,
+                base=config.retry_base,
+                cap=config.retry_cap,
+                max_wait=config.retry_max_wait,
+            ),
+            ca_file=config.ca_file,
+        )
+        self._hashes: Batcher[str, wire.HashItem] = Batcher(
+            self._lookup, linger=config.hash_linger, max_size=self._batch_size, clock=self.clock
+        )
+        self._flights: Singleflight[str, Outcome] = Singleflight(config.dedupe_cache)
+        self.counts = {"hash_hits": 0, "hash_misses": 0, "uploads": 0, "polls": 0, "too_large": 0}
+
+    def __repr__(self) -> str:
+        return f"<MetaDefenderEngine {self.http!r} {self.limits!r}>"
+
+    async def __aenter__(self) -> Self:
+        """Open the session and check the key (one ``GET /v4/apikey``). Raises AuthError on 401/403."""
+        await self.http.__aenter__()
+        try:
+            resp = await self.http.request("GET", "/v4/apikey", route="apikey", cost=0)
+            if resp.status != 200:
+                raise self._unexpected("key check", resp.status, resp.body)
+            info = wire.parse_apikey(resp.json())
+        except BaseException:
+            await self.http.__aexit__(None, None, None)
+            raise
+        self.max_size = info.max_upload_bytes
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.http.__aexit__(exc_type, exc, tb)
+
+    def statistics(self) -> Mapping[str, Any]:
+        return {
+            "http": self.http.statistics(),
+            "rate": self.limits.statistics(),
+            "hash_batches": self._hashes.batches,
+            "deduplicated": self._flights.shared,
+            **self.counts,
+        }
+
+    async def scan(self, target: Target, source: Source, /) -> Outcome:
+        """Scan one target (see the module docstring). The body is released before polling."""
+        async with AsyncExitStack() as stack:
+            body = await stack.enter_async_context(source.open(target))
+            staged = await stack.enter_async_context(stage(body, spool_dir=self.config.spool_dir))
+            outcome, shared = await self._flights.run(
+                staged.sha256, lambda: self._resolve(target, staged, stack.aclose)
+            )
+        if shared:
+            vendor = dict(outcome.vendor or {})
+            vendor["deduplicated"] = True
+            outcome = Outcome(
+                outcome.status, outcome.findings, outcome.error, outcome.sha256, outcome.size, vendor
+            )
+        return outcome
+
+    async def _resolve(
+        self, target: Target, staged: Staged, release: Callable[[], Awaitable[None]]
+    ) -> Outcome:
+        sha = staged.sha256
+        item = await self._hashes.get(sha) if self.config.hash_lookup else None
+        if item is not None and item.found:
+            self.counts["hash_hits"] += 1
+            await release()
+            assert item.data_id is not None
+            if item.done:
+                return self._outcome(item.result_i, item.threats, item.data_id, staged, "hash")
+            report = await self._poll(item.data_id)
+            return self._outcome(report.result_i, report.threats, item.data_id, staged, "hash")
+        self.counts["hash_misses"] += 1
+        if self.max_size is not None and staged.size > self.max_size:
+            self.counts["too_large"] += 1
+            return self._too_large(staged, self.max_size)
+        data_id = await self._upload(target, staged)
+        await release()
+        if data_id is None:
+            return self._too_large(staged, self.max_size)
+        report = await self._poll(data_id)
+        return self._outcome(report.result_i, report.threats, data_id, staged, "upload")
+
+    def _batch_size(self) -> int:
+        budget = self.limits.available("hash")
+        return self.config.hash_batch if budget is None else max(1, min(self.config.hash_batch, budget))
+
+    async def _lookup(self, hashes: Sequence[str]) -> Mapping[str, wire.HashItem]:
+        resp = await self.http.request(
+            "POST",
+            "/v4/hash",
+            route="hash",
+            cost=len(hashes),
+            paced=True,
+            headers={"includescandetails": "1"},
+            json={"hash": list(hashes)},
+        )
+        if resp.status != 200:
+            raise self._unexpected("bulk hash lookup", resp.status, resp.body)
+        return wire.parse_bulk(resp.json(), hashes)
+
+    async def _upload(self, target: Target, staged: Staged) -> str | None:
+        """Upload the staged bytes; the data_id, or None when the vendor says the file is too large."""
+        name = posixpath.basename(target.key or target.target) or os.path.basename(target.target)
+        headers = {
+            "filename": quote(name, safe=""),
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(staged.size),
+        }
+        if self.config.rule:
+            headers["rule"] = self.config.rule
+        path = staged.path
+        resp = await self.http.request(
+            "POST",
+            "/v4/file",
+            route="upload",
+            cost=1,
+            paced=True,
+            headers=headers,
+            data=lambda: file_chunks(path),
+        )
+        self.counts["uploads"] += 1
+        if resp.status == 400:
+            err = wire.parse_error(resp.body)
+            if err is not None and err.code == 400144:
+                return None
+        if resp.status != 200:
+            raise self._unexpected("upload", resp.status, resp.body)
+        return wire.parse_upload(resp.json())
+
+    async def _poll(self, data_id: str) -> wire.FileReport:
+        """Poll until done, sleeping between polls with nothing held. Raises EngineError on timeout."""
+        c = self.config
+        delay, waited = c.poll_initial, 0.0
+        while True:
+            await self.clock.sleep(delay)
+            waited += delay
+            self.counts["polls"] += 1
+            resp = await self.http.request("GET", f"/v4/file/{quote(data_id, safe='')}", route="poll", cost=0)
+            if resp.status != 200:
+                raise self._unexpected(f"report {data_id}", resp.status, resp.body)
+            report = wire.parse_report(resp.json())
+            if report.done:
+                return report
+            delay = min(c.poll_max, max(delay, 0.1) * c.poll_factor)
+            if waited + delay > c.poll_timeout:
+                error = EngineError(
+                    f"metadefender: {data_id} still in progress after {waited:.0f} s", code="poll_timeout"
+                )
+                error.retryable = True
+                raise error
+
+    def _outcome(
+        self, code: int | None, threats: Sequence[Finding], data_id: str, staged: Staged, via: str
+    ) -> Outcome:
+        status, findings, error = wire.map_result(code, threats)
+        vendor = {"data_id": data_id, "sha256": staged.sha256, "scan_all_result_i": code, "via": via}
+        return Outcome(status, findings, error, staged.sha256, staged.size, vendor)
+
+    def _too_large(self, staged: Staged, limit: int | None) -> Outcome:
+        mb = "" if limit is None else f" ({limit // (1024 * 1024)} MB)"
+        error = ErrorInfo(f"larger than this key's upload limit{mb}", code="too_large")
+        return Outcome(Status.UNSCANNABLE, (), error, staged.sha256, staged.size, {"sha256": staged.sha256})
+
+    def _unexpected(self, what: str, status: int, body: bytes) -> EngineError:
+        err = wire.parse_error(body)
+        detail = "" if err is None else f": {self.http.redact.text(err.message)}"
+        if status >= 500:
+            return ServerError(f"metadefender: {what}: HTTP {status}{detail}")
+        return ProtocolError(f"metadefender: {what}: unexpected HTTP {status}{detail}")
