@@ -159,9 +159,8 @@ class S3Sink:
             return await awaitable
         except ClientError as exc:
             err = exc.response.get("Error", {})
-            raise SinkError(
-                f"{self.name}: cannot {doing} the report: {err.get('Code', '')} {err.get('Message', '')}".rstrip()
-            ) from None
+            detail = f"{err.get('Code', '')} {err.get('Message', '')}".strip()
+            raise SinkError(f"{self.name}: cannot {doing} the report: {detail}") from None
         except BotoCoreError as exc:
             raise SinkError(f"{self.name}: cannot {doing} the report: {exc}") from None
 
