@@ -40,6 +40,7 @@ from typing import Any, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+import anyio
 import orjson
 
 from .errors import AuthError, ProtocolError, ServerError, ThrottledError, TransportError
@@ -347,6 +348,11 @@ class VendorClient:
                 raise _Retry(TransportError(f"{where}: {self._describe(exc)}")) from None
             finally:
                 self._in_flight -= 1
+                # aiohttp stops at Content-Length without exhausting a streamed body: close it here
+                aclose = getattr(body, "aclose", None)
+                if aclose is not None:
+                    with anyio.CancelScope(shield=True):
+                        await aclose()
             hint = self._hints(status, resp_headers, payload)
             slot.observe(hint)
         self._statuses[status] += 1

@@ -90,4 +90,6 @@ async def file_chunks(path: str, chunk_size: int = CHUNK) -> AsyncIterator[bytes
                 return
             yield chunk
     finally:
-        await anyio.to_thread.run_sync(f.close)
+        # synchronous on purpose: closing a read-only regular file does not block, and this also runs
+        # when aiohttp cancels its writer task, where an awaited close would be skipped
+        f.close()

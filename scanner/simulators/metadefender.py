@@ -19,7 +19,8 @@ What it does, per key:
   progress < 100) for ``scan_seconds``.
 * ``POST /v4/hash``: 1..1000 hashes, the documented 400 texts otherwise; misses are code 5 with a null
   data_id and ``total_detected_avs: -1``; ``includescandetails: 1`` adds ``scan_details``.
-* ``latency`` seconds are added to every answer. :class:`SimState` counts what tests assert on.
+* ``latency`` seconds are added to every answer; ``fail_uploads`` answers the first uploads with 500.
+  :class:`SimState` counts what tests and benchmarks assert on.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ OPTIONS: dict[str, tuple[type, Any, str]] = {
     "max_upload_mb": (int, 140, "max_upload_file_size of every key, in MB"),
     "bad_key_limit": (int, 3, "bad-key requests from one IP before it is blocked"),
     "block_seconds": (float, 3600.0, "how long a blocked IP gets 403"),
+    "fail_uploads": (int, 0, "answer the first N uploads with HTTP 500 (fault injection)"),
 }
 
 _PREVENTION, _REPUTATION = "prevention_api", "reputation_api"
@@ -105,6 +107,7 @@ class SimState:
     hashes_looked_up: int = 0
     polls: int = 0
     apikey_requests: int = 0
+    failed_uploads: int = 0
     unauthorized: int = 0
     forbidden: int = 0
     quota_429: int = 0
@@ -331,6 +334,9 @@ def make_app(**options: Any) -> web.Application:
     async def upload(request: web.Request) -> web.Response:
         key = request.headers["apikey"]
         w = state.window(key, _PREVENTION)
+        if state.failed_uploads < opts["fail_uploads"]:
+            state.failed_uploads += 1
+            return _error(500, 500000, ["Internal server error"], **state.headers(key, _PREVENTION))
         if throttled(key):
             return too_many(
                 key, _PREVENTION, "Your request has been throttled, maximum requests per minute exceeded"

@@ -1,0 +1,129 @@
+"""The MetaDefender engine against the simulator over 127.0.0.1: verdicts, hash-first, dedupe, limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scanner.model import Kind, Status, Target
+from scanner.sources.local import LocalSource
+from scanner.testing import eicar
+
+from .conftest import create, memory, scan_all, simulator
+
+pytestmark = pytest.mark.anyio
+
+EXPECTED = {
+    0: Status.CLEAN, 7: Status.CLEAN,
+    1: Status.INFECTED, 4: Status.INFECTED, 6: Status.INFECTED, 8: Status.INFECTED,
+    2: Status.SUSPICIOUS,
+    9: Status.UNSCANNABLE, 10: Status.UNSCANNABLE, 12: Status.UNSCANNABLE, 13: Status.UNSCANNABLE,
+    14: Status.UNSCANNABLE, 15: Status.UNSCANNABLE,
+    3: Status.ERROR, 11: Status.ERROR,
+}  # fmt: skip
+
+
+async def test_every_result_code_maps_as_the_issue_says() -> None:
+    bodies = {f"code-{code}": f"MD-RESULT-{code} sample".encode() for code in EXPECTED}
+    bodies["eicar.com"] = eicar()
+    bodies["plain.txt"] = b"nothing to see"
+    async with simulator(scan_seconds=0.15) as sim:
+        source, targets = memory(bodies)
+        async with create(sim.config()) as engine:
+            out = await scan_all(engine, source, targets)
+    for code, status in EXPECTED.items():
+        got = out[f"code-{code}"]
+        assert got.status is status, code
+        assert got.vendor is not None
+        assert got.vendor["scan_all_result_i"] == code
+        assert got.vendor["data_id"]
+        assert got.vendor["sha256"] == got.sha256
+    assert out["code-11"].error is not None
+    assert out["code-11"].error.retryable
+    assert out["code-3"].error is not None
+    assert not out["code-3"].error.retryable
+    infected = out["eicar.com"]
+    assert infected.status is Status.INFECTED
+    assert [f.name for f in infected.findings] == ["EICAR-Test-File (not a virus)"]
+    assert out["plain.txt"].status is Status.CLEAN
+    # 255 (still running) is never a verdict: the engine kept polling until the scan was done
+    assert sim.state.polls > sim.state.uploads
+
+
+async def test_known_hashes_are_answered_without_an_upload() -> None:
+    async with simulator() as sim:
+        sim.state.preload(eicar())
+        sim.state.preload(b"old clean file")
+        source, targets = memory({"a": eicar(), "b": b"old clean file", "c": b"brand new"})
+        async with create(sim.config()) as engine:
+            out = await scan_all(engine, source, targets)
+            assert engine.statistics()["hash_batches"] == 1  # three jobs, one bulk lookup
+    assert out["a"].status is Status.INFECTED
+    assert out["a"].findings[0].name == "EICAR-Test-File (not a virus)"
+    assert out["a"].vendor is not None
+    assert out["a"].vendor["via"] == "hash"
+    assert out["b"].status is Status.CLEAN
+    assert sim.state.uploads == 1
+    assert sim.state.hash_requests == 1
+
+
+async def test_duplicates_are_uploaded_once_and_share_the_verdict() -> None:
+    contents = [b"alpha", b"beta", eicar()]
+    bodies = {f"copy-{i}": contents[i % 3] for i in range(12)}
+    async with simulator(scan_seconds=0.05) as sim:
+        source, targets = memory(bodies)
+        async with create(sim.config()) as engine:
+            out = await scan_all(engine, source, targets)
+            again = await engine.scan(targets[0], source)  # later in the run: no request at all
+    assert sim.state.uploads == 3
+    assert sum(1 for o in out.values() if o.status is Status.INFECTED) == 4
+    assert len({o.vendor["data_id"] for o in out.values() if o.vendor}) == 3
+    assert sum(1 for o in out.values() if o.vendor and o.vendor.get("deduplicated")) == 9
+    assert again.status is Status.CLEAN
+
+
+async def test_local_files_are_hashed_by_path_and_streamed(tmp_path: Path) -> None:
+    (tmp_path / "big.bin").write_bytes(b"x" * (3 * 1024 * 1024 + 7))
+    (tmp_path / "eicar.com").write_bytes(eicar())
+    source = LocalSource(str(tmp_path))
+    targets = [t async for t in source.targets()]
+    async with simulator() as sim, create(sim.config()) as engine:
+        out = {t.target: await engine.scan(t, source) for t in targets}
+    assert out[str(tmp_path / "eicar.com")].status is Status.INFECTED
+    big = out[str(tmp_path / "big.bin")]
+    assert big.status is Status.CLEAN
+    assert big.size == 3 * 1024 * 1024 + 7
+    assert sim.state.upload_bytes == 3 * 1024 * 1024 + 7 + len(eicar())
+
+
+async def test_over_the_keys_upload_limit_is_unscannable_without_an_upload() -> None:
+    async with simulator(max_upload_mb=1) as sim:
+        source, targets = memory({"huge": b"y" * (1024 * 1024 + 1)})
+        async with create(sim.config()) as engine:
+            assert engine.max_size == 1024 * 1024
+            out = await engine.scan(targets[0], source)
+    assert out.status is Status.UNSCANNABLE
+    assert out.error is not None
+    assert out.error.code == "too_large"
+    assert sim.state.uploads == 0
+
+
+async def test_a_server_error_is_retried() -> None:
+    async with simulator(fail_uploads=2) as sim:
+        source, targets = memory({"a": b"retry me"})
+        async with create(sim.config()) as engine:
+            out = await engine.scan(targets[0], source)
+            assert engine.http.statistics().retries == 2
+    assert out.status is Status.CLEAN
+    assert sim.state.uploads == 1
+
+
+async def test_s3_kind_bodies_are_spooled(tmp_path: Path) -> None:
+    source, _ = memory({"s3://bucket/key.exe": eicar()})
+    target = Target(Kind.S3, "s3://bucket/key.exe", bucket="bucket", key="key.exe")
+    async with simulator() as sim, create(sim.config(spool_dir=str(tmp_path))) as engine:
+        out = await engine.scan(target, source)
+    assert out.status is Status.INFECTED
+    assert list(tmp_path.iterdir()) == []  # the spool file is gone
+    assert sim.state.reports[out.vendor["data_id"]].name == "key.exe"  # type: ignore[index]
