@@ -40,9 +40,7 @@ class Hashing:
             self._h.update(chunk)
             self.size += len(chunk)
             if self.expected is not None and self.size > self.expected:
-                raise TargetError(
-                    f"body larger than promised ({self.expected} bytes)", code="size_mismatch"
-                )
+                raise TargetError(f"body larger than promised ({self.expected} bytes)", code="size_mismatch")
             yield chunk
         if self.expected is not None and self.size != self.expected:
             raise TargetError(

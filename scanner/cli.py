@@ -107,35 +107,83 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scan.add_argument("sources", nargs="+", metavar="SOURCE", help="what to scan (forms below)")
     scan.add_argument(
-        "--engine", default=engines.DEFAULT_ENGINE,
+        "--engine",
+        default=engines.DEFAULT_ENGINE,
         help=f"scanning engine: {', '.join(engines.names())} (default: %(default)s, embedded, no account)",
     )
-    scan.add_argument("--config", metavar="FILE", help="TOML config with [engines.NAME] tables (see configs/)")
-    scan.add_argument("--output", "-o", metavar="FILE", default="-",
-                      help="where verdict lines go: a file, - for stdout (default), or s3://bucket/key")
-    scan.add_argument("--jobs", "-j", type=int, metavar="N",
-                      help="targets in flight at once (default: the engine's own, e.g. 256 for yara)")
+    scan.add_argument(
+        "--config", metavar="FILE", help="TOML config with [engines.NAME] tables (see configs/)"
+    )
+    scan.add_argument(
+        "--output",
+        "-o",
+        metavar="FILE",
+        default="-",
+        help="where verdict lines go: a file, - for stdout (default), or s3://bucket/key",
+    )
+    scan.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        metavar="N",
+        help="targets in flight at once (default: the engine's own, e.g. 256 for yara)",
+    )
     g = scan.add_argument_group("selecting targets")
-    g.add_argument("--include", action="append", default=[], metavar="GLOB",
-                   help="only targets matching GLOB (name, or path relative to the source if it has /); repeatable")
-    g.add_argument("--exclude", action="append", default=[], metavar="GLOB",
-                   help="skip targets (and directories) matching GLOB; repeatable; wins over --include")
-    g.add_argument("--min-size", type=_size, metavar="SIZE", help="skip targets smaller than SIZE (10KB, 1MiB)")
+    g.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="only targets matching GLOB (name, or path relative to the source if it has /); repeatable",
+    )
+    g.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="skip targets (and directories) matching GLOB; repeatable; wins over --include",
+    )
+    g.add_argument(
+        "--min-size", type=_size, metavar="SIZE", help="skip targets smaller than SIZE (10KB, 1MiB)"
+    )
     g.add_argument("--max-size", type=_size, metavar="SIZE", help="skip targets larger than SIZE")
-    g.add_argument("--modified-since", type=_when, metavar="WHEN",
-                   help="only targets modified at or after WHEN (2026-11-21, RFC 3339, or 24h ago)")
+    g.add_argument(
+        "--modified-since",
+        type=_when,
+        metavar="WHEN",
+        help="only targets modified at or after WHEN (2026-11-21, RFC 3339, or 24h ago)",
+    )
     g.add_argument("--modified-before", type=_when, metavar="WHEN", help="only targets modified before WHEN")
-    g.add_argument("--follow-symlinks", action="store_true",
-                   help="follow symbolic links while walking (each directory is entered once)")
-    g.add_argument("--all-versions", action="store_true", help="S3: scan every object version, not just the latest")
+    g.add_argument(
+        "--follow-symlinks",
+        action="store_true",
+        help="follow symbolic links while walking (each directory is entered once)",
+    )
+    g.add_argument(
+        "--all-versions", action="store_true", help="S3: scan every object version, not just the latest"
+    )
     h = scan.add_argument_group("running")
-    h.add_argument("--drain-timeout", type=float, default=30.0, metavar="SECONDS",
-                   help="on Ctrl-C/SIGTERM, let jobs in flight finish this long (default: %(default)s); "
-                   "a second signal quits at once")
-    h.add_argument("--progress", choices=("auto", "bar", "plain", "none"), default="auto",
-                   help="progress on stderr: a live bar on a terminal, a plain line otherwise (default: auto)")
-    h.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",
-                   help="seconds between plain progress lines (default: %(default)s)")
+    h.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="on Ctrl-C/SIGTERM, let jobs in flight finish this long (default: %(default)s); "
+        "a second signal quits at once",
+    )
+    h.add_argument(
+        "--progress",
+        choices=("auto", "bar", "plain", "none"),
+        default="auto",
+        help="progress on stderr: a live bar on a terminal, a plain line otherwise (default: auto)",
+    )
+    h.add_argument(
+        "--progress-interval",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds between plain progress lines (default: %(default)s)",
+    )
     h.add_argument("-q", "--quiet", action="store_true", help="no progress and no summary; errors only")
     h.add_argument("-v", "--verbose", action="count", default=0, help="more log detail (-vv: debug)")
     h.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
@@ -148,10 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("vendor", help="which vendor API to simulate")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8080)
-    sim.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
-                     help="a simulator option (see the vendor's module for the list); repeatable")
+    sim.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="OPTION=VALUE",
+        help="a simulator option (see the vendor's module for the list); repeatable",
+    )
 
-    sample = sub.add_parser("sample", help="write a small sample tree (with EICAR test files) to try scanner on")
+    sample = sub.add_parser(
+        "sample", help="write a small sample tree (with EICAR test files) to try scanner on"
+    )
     sample.add_argument("directory", help="where to write it (created)")
     return parser
 
@@ -249,12 +304,11 @@ async def _scan(args: argparse.Namespace) -> int:
     progress = Progress("none" if args.quiet else args.progress, interval=args.progress_interval)
     summary: Summary | None = None
     try:
-        async with engine:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_watch_signals, pipeline)
-                tg.start_soon(progress.run, pipeline)
-                summary = await pipeline.run()
-                tg.cancel_scope.cancel()
+        async with engine, anyio.create_task_group() as tg:
+            tg.start_soon(_watch_signals, pipeline)
+            tg.start_soon(progress.run, pipeline)
+            summary = await pipeline.run()
+            tg.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
             for source in built:
@@ -263,6 +317,7 @@ async def _scan(args: argparse.Namespace) -> int:
                 await sink.abort()
     with anyio.CancelScope(shield=True):
         await sink.aclose()
+    assert summary is not None  # run() either returned one or raised
     if not args.quiet:
         _print_summary(summary, sink.name, notable)
     return summary.exit_code
@@ -277,7 +332,8 @@ async def _watch_signals(pipeline: Pipeline) -> None:
             if count == 1:
                 log.warning(
                     "%s: stopping; jobs in flight get up to %.0fs to finish (signal again to quit now)",
-                    name, pipeline._drain_timeout,
+                    name,
+                    pipeline._drain_timeout,
                 )
                 pipeline.stop()
             else:
@@ -316,7 +372,9 @@ def _print_summary(summary: Summary, output: str, notable: _Notable) -> None:
     if summary.findings > len(notable.found):
         print(f"  ... and {summary.findings - len(notable.found):,} more in {output}", file=out)
     if summary.errors_by_code:
-        causes = ", ".join(f"{code} {n:,}" for code, n in sorted(summary.errors_by_code.items(), key=lambda x: -x[1]))
+        causes = ", ".join(
+            f"{code} {n:,}" for code, n in sorted(summary.errors_by_code.items(), key=lambda x: -x[1])
+        )
         print(f"  not scanned, by cause: {causes}", file=out)
     for v in notable.failed:
         print(f"  error: {v.target.target}: {v.error.message if v.error else ''}", file=out)
@@ -340,14 +398,19 @@ def _simulate(args: argparse.Namespace) -> int:
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep or key not in known:
-            raise UsageError(f"unknown simulator option {key!r} (known: {', '.join(sorted(known)) or 'none'})")
+            raise UsageError(
+                f"unknown simulator option {key!r} (known: {', '.join(sorted(known)) or 'none'})"
+            )
         kind = known[key][0]
         try:
             options[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
         except ValueError:
             raise UsageError(f"simulator option {key}: not a {kind.__name__}: {value!r}") from None
     app = module.make_app(**options)
-    print(f"scanner: simulating {args.vendor} on http://{args.host}:{args.port} (Ctrl-C to stop)", file=sys.stderr)
+    print(
+        f"scanner: simulating {args.vendor} on http://{args.host}:{args.port} (Ctrl-C to stop)",
+        file=sys.stderr,
+    )
     web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
     return 0
 
@@ -356,5 +419,8 @@ def _sample(args: argparse.Namespace) -> int:
     from .sample import write_sample
 
     written = write_sample(args.directory)
-    print(f"scanner: wrote {written} files under {args.directory}; try: scanner scan {args.directory}", file=sys.stderr)
+    print(
+        f"scanner: wrote {written} files under {args.directory}; try: scanner scan {args.directory}",
+        file=sys.stderr,
+    )
     return 0

@@ -59,7 +59,9 @@ def load(path: str | os.PathLike[str] | None, *, environ: Mapping[str, str] | No
         raise ConfigError(f"config file {p}: not valid TOML: {exc}") from None
     unknown = sorted(set(raw) - _TOP_LEVEL)
     if unknown:
-        raise ConfigError(f"config file {p}: unknown key {unknown[0]!r} (expected: [engines.NAME] tables and [s3])")
+        raise ConfigError(
+            f"config file {p}: unknown key {unknown[0]!r} (expected: [engines.NAME] tables and [s3])"
+        )
     engines = raw.get("engines", {})
     if not isinstance(engines, dict):
         raise ConfigError(f"config file {p}: 'engines' must be a table of [engines.NAME] tables")

@@ -70,11 +70,17 @@ def register_secrets(secrets: Iterable[str]) -> None:
     _redactor.add(secrets)
 
 
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        record.levelname = record.levelname.lower()
+        return super().format(record)
+
+
 def configure(verbosity: int) -> None:
     """-q: errors only; default: warnings; -v: info; -vv: debug. Always stderr."""
     level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("scanner: %(levelname)s: %(message)s"))
+    handler.setFormatter(_Formatter("scanner: %(levelname)s: %(message)s"))
     handler.addFilter(_redactor)
     root = logging.getLogger()
     root.handlers[:] = [handler]

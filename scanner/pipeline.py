@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import anyio
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .engines._base import Engine
 from .errors import QuotaExhausted, ScannerError, SourceError
@@ -231,7 +231,7 @@ class Pipeline:
             source_errors=tuple(self._source_errors),
         )
 
-    async def _produce(self, send: ObjectSendStream[tuple[Target, Source]]) -> None:
+    async def _produce(self, send: MemoryObjectSendStream[tuple[Target, Source]]) -> None:
         async with send:
             with anyio.CancelScope() as self._produce_scope:
                 if self._stopping:
@@ -251,8 +251,8 @@ class Pipeline:
 
     async def _work(
         self,
-        recv: ObjectReceiveStream[tuple[Target, Source]],
-        send: ObjectSendStream[Verdict],
+        recv: MemoryObjectReceiveStream[tuple[Target, Source]],
+        send: MemoryObjectSendStream[Verdict],
     ) -> None:
         async with recv, send:
             async for target, source in recv:
@@ -283,7 +283,9 @@ class Pipeline:
         if target.kind not in engine.accepts:
             return Outcome(
                 Status.SKIPPED,
-                error=ErrorInfo(f"engine {engine.name} does not scan {target.kind} targets", "unsupported_kind"),
+                error=ErrorInfo(
+                    f"engine {engine.name} does not scan {target.kind} targets", "unsupported_kind"
+                ),
             )
         if engine.max_size is not None and target.size is not None and target.size > engine.max_size:
             return _too_large(engine, target.size)
@@ -313,7 +315,7 @@ class Pipeline:
             log.exception("internal error scanning %s", target.target)
             return Outcome(Status.ERROR, error=error_info(exc, code="internal"))
 
-    async def _write(self, recv: ObjectReceiveStream[Verdict]) -> None:
+    async def _write(self, recv: MemoryObjectReceiveStream[Verdict]) -> None:
         async with recv:
             batch: list[Verdict] = []
             async for first in recv:
@@ -347,4 +349,3 @@ def _too_large(engine: Engine, size: int) -> Outcome:
             f"{size} bytes is over engine {engine.name}'s limit of {engine.max_size} bytes", "too_large"
         ),
     )
-

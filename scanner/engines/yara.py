@@ -16,6 +16,7 @@ a scan over ``timeout`` seconds gets ``unscannable``/``scan_timeout``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import multiprocessing
@@ -33,7 +34,7 @@ from typing import Any, Self
 import anyio
 import pydantic
 import yara_x
-from anyio.abc import ObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .._content import Hashing
 from ..config import EngineConfig
@@ -138,7 +139,12 @@ class YaraEngine:
         return f"<YaraEngine processes={self._processes} busy={self._busy} batches={self._batches}>"
 
     def statistics(self) -> Mapping[str, Any]:
-        return {"processes": self._processes, "busy": self._busy, "batches": self._batches, "files": self._files}
+        return {
+            "processes": self._processes,
+            "busy": self._busy,
+            "batches": self._batches,
+            "files": self._files,
+        }
 
     async def __aenter__(self) -> Self:
         self._serialized = await anyio.to_thread.run_sync(compile_rules, self._config)
@@ -166,10 +172,10 @@ class YaraEngine:
         try:
             await self._stack.__aexit__(exc_type, exc, tb)
         finally:
-            if self._executor is not None:
-                # Workers finish their current batch; nothing waits for them on the event loop.
-                self._executor.shutdown(wait=False, cancel_futures=True)
-                self._executor = None
+            executor, self._executor = self._executor, None
+            if executor is not None:
+                with anyio.CancelScope(shield=True):
+                    await _shutdown(executor)
 
     def _new_executor(self) -> ProcessPoolExecutor:
         # forkserver: never fork a process that runs an event loop and threads. The server imports
@@ -194,7 +200,9 @@ class YaraEngine:
 
     async def _scan_spooled(self, chunks: Any, size: int | None) -> Outcome:
         if size is not None and self.max_size is not None and size > self.max_size:
-            return _outcome(("err", "too_large", f"{size} bytes is over the limit of {self.max_size} bytes", size))
+            return _outcome(
+                ("err", "too_large", f"{size} bytes is over the limit of {self.max_size} bytes", size)
+            )
         fd, path = await anyio.to_thread.run_sync(
             lambda: tempfile.mkstemp(prefix="scanner-", dir=self._config.spool_dir)
         )
@@ -213,7 +221,7 @@ class YaraEngine:
         await self._requests_send.send(_Request(path, follow, future))
         return await future
 
-    async def _dispatch(self, recv: ObjectReceiveStream[_Request]) -> None:
+    async def _dispatch(self, recv: MemoryObjectReceiveStream[_Request]) -> None:
         slots = anyio.Semaphore(2 * self._processes)
         async with recv, anyio.create_task_group() as tg:
             while True:
@@ -251,7 +259,9 @@ class YaraEngine:
             except BrokenProcessPool:
                 log.error("a YARA worker process died; restarting the pool")
                 self._restart()
-                results = [("err", "worker_died", "the YARA worker process died while scanning", None)] * len(live)
+                results = [("err", "worker_died", "the YARA worker process died while scanning", None)] * len(
+                    live
+                )
             except Exception as exc:  # the pool could not even start: every request learns why
                 log.error("YARA worker pool failed: %s", exc)
                 self._restart()
@@ -266,11 +276,23 @@ class YaraEngine:
             slots.release()
 
 
+async def _shutdown(executor: ProcessPoolExecutor, grace: float = 5.0) -> None:
+    """Stop the workers: queued batches are dropped, a running one gets ``grace`` seconds, then the
+    processes are killed. Waits in a thread, so the event loop is never blocked; leaving the pool to
+    shut down on its own races with interpreter exit and prints tracebacks."""
+    with anyio.move_on_after(grace):
+        await anyio.to_thread.run_sync(
+            lambda: executor.shutdown(wait=True, cancel_futures=True), abandon_on_cancel=True
+        )
+        return
+    for process in list(getattr(executor, "_processes", {}).values()):
+        process.kill()
+    await anyio.to_thread.run_sync(lambda: executor.shutdown(wait=True))
+
+
 def _unlink(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 _UNSCANNABLE = frozenset({"too_large", "scan_timeout"})

@@ -8,6 +8,7 @@ line for the next run to trip on.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -97,10 +98,8 @@ class NdjsonSink:
                 os.fsync(fd)
         except OSError as exc:
             if start >= 0 and view.nbytes != len(data):
-                try:
+                with contextlib.suppress(OSError):
                     os.ftruncate(fd, start)
-                except OSError:
-                    pass
             raise SinkError(_describe(exc, self.name)) from None
 
     async def aclose(self) -> None:

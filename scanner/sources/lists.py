@@ -1,9 +1,10 @@
 """Targets read from lists: ``urls:FILE`` (one URL a line), ``sites:FILE`` (one host a line) and ``-``
 (NDJSON on stdin, each object with the ``kind`` and ``target`` fields of a verdict line).
 
-Lines are read lazily in a worker thread, a batch per hop, so a list of a billion lines costs no more
-memory than one of ten. Blank lines and ``#`` comments are ignored. A malformed line in a URL or site
-list becomes an ``error`` line for that entry; a malformed NDJSON line on stdin is a usage error
+Lines are read lazily in a worker thread, as many as have arrived per hop, so a list of a billion
+lines costs no more memory than one of ten, and targets piped in slowly are scanned as they come.
+Blank lines and ``#`` comments are ignored. A malformed line in a URL or site list becomes an
+``error`` line for that entry; a malformed NDJSON line on stdin is a usage error
 (:class:`~scanner.errors.SourceError`) naming the line, because there is no target to attach it to.
 """
 
@@ -12,10 +13,9 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from itertools import islice
-from typing import IO, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -27,7 +27,6 @@ from ._base import Body, LocalPath
 
 __all__ = ("ListSource", "parse_ndjson_target", "parse_site", "parse_url")
 
-_BATCH = 512
 # RFC 1123 host names and IPv4, optional port; IDNs must come already in their xn-- form.
 _HOST = re.compile(
     r"^(?=.{1,253}(:|$))([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
@@ -45,7 +44,11 @@ def parse_url(line: str) -> Target:
 def parse_site(line: str) -> Target:
     host = line.lower().rstrip(".")
     if not _HOST.match(host):
-        return Target(Kind.SITE, line, error=ErrorInfo("not a host name (give example.com, no scheme or path)", "bad_target"))
+        return Target(
+            Kind.SITE,
+            line,
+            error=ErrorInfo("not a host name (give example.com, no scheme or path)", "bad_target"),
+        )
     return Target(Kind.SITE, host)
 
 
@@ -61,7 +64,7 @@ def parse_ndjson_target(line: str, where: str) -> Target:
     if not isinstance(target, str) or not target:
         raise SourceError(f"{where}: 'target' must be a non-empty string")
     try:
-        k = Kind(kind)
+        k = Kind(str(kind))
     except ValueError:
         raise SourceError(f"{where}: 'kind' must be one of file, s3, url, site") from None
     if k is Kind.FILE:
@@ -78,6 +81,43 @@ def parse_ndjson_target(line: str, where: str) -> Target:
 
 def _str_or_none(v: object) -> str | None:
     return v if isinstance(v, str) and v else None
+
+
+class _LineReader:
+    """Whole lines from a file descriptor, as soon as they arrive.
+
+    Each :meth:`read` blocks (in a worker thread) only until *some* bytes are available, then returns
+    every complete line it has, so a slow producer on a pipe is served line by line while a big file
+    is served 64 KiB at a time. Returns None at end of input.
+    """
+
+    _READ = 1 << 16
+    _MAX_LINE = 1 << 20
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._tail = b""
+        self._eof = False
+
+    def read(self) -> list[bytes] | None:
+        while not self._eof:
+            chunk = os.read(self._fd, self._READ)
+            if not chunk:
+                self._eof = True
+                break
+            data = self._tail + chunk
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                if len(data) > self._MAX_LINE:
+                    raise SourceError(f"a line longer than {self._MAX_LINE} bytes")
+                self._tail = data
+                continue
+            self._tail = data[cut + 1 :]
+            return data[:cut].split(b"\n")
+        if self._tail:
+            last, self._tail = self._tail, b""
+            return [last]
+        return None
 
 
 class ListSource:
@@ -106,36 +146,31 @@ class ListSource:
             raise SourceError(f"{self.name}: no such file")
 
     async def targets(self) -> AsyncIterator[Target]:
-        stream: IO[bytes]
         if self._path is None:
-            stream = sys.stdin.buffer
+            fd, owned = sys.stdin.fileno(), False
         else:
             try:
-                stream = open(self._path, "rb")  # noqa: SIM115 - closed in finally, read in a thread
+                fd, owned = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC), True
             except OSError as exc:
                 raise SourceError(f"{self.name}: {exc.strerror}") from None
-        lines = self._lines(stream)
+        reader = _LineReader(fd)
+        number = 0
         try:
             while True:
-                batch = await anyio.to_thread.run_sync(lambda: list(islice(lines, _BATCH)))
-                if not batch:
+                lines = await anyio.to_thread.run_sync(reader.read)
+                if lines is None:
                     return
-                for target in batch:
-                    yield target
+                for raw in lines:
+                    number += 1
+                    try:
+                        line = raw.decode("utf-8").strip()
+                    except UnicodeDecodeError:
+                        raise SourceError(f"{self.name} line {number}: not UTF-8") from None
+                    if line and not line.startswith("#"):
+                        yield self._parse(line, f"{self.name} line {number}")
         finally:
-            lines.close()
-            if self._path is not None:
-                stream.close()
-
-    def _lines(self, stream: IO[bytes]) -> Iterator[Target]:
-        for number, raw in enumerate(stream, 1):
-            try:
-                line = raw.decode("utf-8").strip()
-            except UnicodeDecodeError:
-                raise SourceError(f"{self.name} line {number}: not UTF-8") from None
-            if not line or line.startswith("#"):
-                continue
-            yield self._parse(line, f"{self.name} line {number}")
+            if owned:
+                os.close(fd)
 
     def open(self, target: Target, /) -> AbstractAsyncContextManager[Body]:
         if self._opener is None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from itertools import islice
@@ -89,7 +89,7 @@ class LocalSource:
 
     # The walk proper: synchronous, runs in a worker thread.
 
-    def _walk(self) -> Iterator[Target]:
+    def _walk(self) -> Generator[Target, None, None]:
         root = self.root
         try:
             st = os.stat(root)
@@ -157,7 +157,7 @@ class LocalSource:
         return True
 
 
-def _take(it: Iterator[Target]) -> list[Target]:
+def _take(it: Generator[Target, None, None]) -> list[Target]:
     return list(islice(it, _BATCH))
 
 
