@@ -8,7 +8,7 @@ Contract of :meth:`VendorClient.request`:
 
 * **Limits.** Each attempt holds a :class:`~scanner.ratelimit.RateLimits` slot for its route (family
   gate, pace, concurrency) and a pooled connection; neither is held while backing off.
-* **Retries** (bounded by ``RetryPolicy.attempts`` and by the total backoff time ``max_wait``):
+* **Retries** (bounded by ``RetryPolicy`` counts and by the total backoff time ``max_wait``):
   connect errors, resets, timeouts, 5xx, 408 and throttling answers (429 other than a spent quota,
   503). The delay is the server's ``retry_after`` when it gives one, else exponential backoff with
   full jitter (Marc Brooker, "Exponential Backoff And Jitter", AWS Architecture Blog, 2015). A
@@ -92,9 +92,12 @@ class Redactor:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Bounded retries: ``attempts`` in all, backoff ``base * 2**n`` capped at ``cap``, total ``max_wait``."""
+    """Bounded retries: ``attempts`` per request for failures (timeouts, resets, 5xx) and up to
+    ``throttle_attempts`` more for throttling answers; backoff ``base * 2**n`` capped at ``cap``, and
+    at most ``max_wait`` seconds of backoff per request in total."""
 
     attempts: int = 5
+    throttle_attempts: int = 10
     base: float = 0.5
     cap: float = 30.0
     max_wait: float = 120.0
@@ -276,7 +279,7 @@ class VendorClient:
         url = f"{self.base_url}{path}"
         where = f"{self.vendor}: {method} {self.redact.url(url)}"
         waited = 0.0
-        attempt = 0
+        attempt = failures = throttles = 0
         while True:
             if self._auth_failure is not None:
                 raise AuthError(self._auth_failure.message)
@@ -288,11 +291,18 @@ class VendorClient:
             except _Retry as retry:
                 error = retry.error
                 self._errors[getattr(error, "code", "error")] += 1
-                if attempt >= self.retry.attempts:
+                # throttles get their own count: a per-minute window may need several long pauses
+                if retry.throttle:
+                    throttles += 1
+                    n, limit = throttles, self.retry.throttle_attempts
+                else:
+                    failures += 1
+                    n, limit = failures, self.retry.attempts - 1
+                if n > limit:
                     raise error from None
                 delay = retry.delay
                 if delay is None:
-                    delay = full_jitter(attempt - 1, self.retry, self._rng)
+                    delay = full_jitter(n - 1, self.retry, self._rng)
                 if waited + delay > self.retry.max_wait:
                     raise error from None
                 waited += delay

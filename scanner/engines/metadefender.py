@@ -67,7 +67,8 @@ class Config(EngineConfig):
     jobs: int = _F(default=32, ge=1, description="default jobs in flight for this engine")
     connect_timeout: float = _F(default=10.0, gt=0)
     read_timeout: float = _F(default=120.0, gt=0, description="seconds between bytes of an answer")
-    retry_attempts: int = _F(default=5, ge=1, le=20)
+    retry_attempts: int = _F(default=5, ge=1, le=20, description="tries per request on timeouts/5xx")
+    throttle_retries: int = _F(default=10, ge=0, le=50, description="extra tries per request on throttling")
     retry_base: float = _F(default=1.0, gt=0, description="first backoff ceiling (s), doubled per retry")
     retry_cap: float = _F(default=60.0, gt=0, description="largest single backoff (s)")
     retry_max_wait: float = _F(default=300.0, ge=0, description="total backoff per request (s)")
@@ -130,6 +131,7 @@ class MetaDefenderEngine:
             timeouts=Timeouts(connect=config.connect_timeout, read=config.read_timeout),
             retry=RetryPolicy(
                 attempts=config.retry_attempts,
+                throttle_attempts=config.throttle_retries,
                 base=config.retry_base,
                 cap=config.retry_cap,
                 max_wait=config.retry_max_wait,

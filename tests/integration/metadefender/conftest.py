@@ -66,4 +66,22 @@ async def scan_all(
     return out
 
 
-__all__ = ("FAST", "KEY", "Sim", "create", "memory", "scan_all", "simulator")
+async def scan_each(
+    engine: MetaDefenderEngine, source: MemorySource, targets: list[Target]
+) -> dict[str, Outcome | Exception]:
+    """Like :func:`scan_all`, but a target's exception is its result (as the pipeline records it)."""
+    out: dict[str, Outcome | Exception] = {}
+
+    async def one(t: Target) -> None:
+        try:
+            out[t.target] = await engine.scan(t, source)
+        except Exception as exc:
+            out[t.target] = exc
+
+    async with anyio.create_task_group() as tg:
+        for t in targets:
+            tg.start_soon(one, t)
+    return out
+
+
+__all__ = ("FAST", "KEY", "Sim", "create", "memory", "scan_all", "scan_each", "simulator")
