@@ -24,14 +24,10 @@ from __future__ import annotations
 
 import random
 import re
-import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import datetime
-from functools import lru_cache
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import anyio
@@ -39,18 +35,11 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from yarl import URL
 
-__all__ = (
-    "AWS_HOST",
-    "ListPage",
-    "S3Object",
-    "S3ResponseError",
-    "S3Wire",
-    "parse_error",
-    "parse_listing",
-)
+from ._s3xml import ListPage, parse_error, parse_listing
+
+__all__ = ("AWS_HOST", "S3ResponseError", "S3Wire")
 
 AWS_HOST = re.compile(r"^s3([.-][a-z0-9-]+)?\.amazonaws\.com$")
-_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 _RETRY_STATUS = frozenset({500, 502, 503, 504})
 _RETRY_CODES = frozenset({"SlowDown", "InternalError", "RequestTimeout", "ServiceUnavailable"})
 
@@ -64,111 +53,6 @@ class S3ResponseError(Exception):
         self.code = code
         self.message = message
         self.region = region
-
-
-@dataclass(frozen=True, slots=True)
-class S3Object:
-    """One entry of a listing page. ``is_delete_marker`` entries exist only in version listings."""
-
-    key: str
-    size: int
-    etag: str | None
-    mtime: float | None
-    version_id: str | None = None
-    is_latest: bool = True
-    is_delete_marker: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class ListPage:
-    """One parsed page. ``next`` is the marker for the following request, ``None`` on the last page:
-    a continuation token (V2) or a ``(key_marker, version_id_marker)`` pair (versions)."""
-
-    objects: tuple[S3Object, ...]
-    prefixes: tuple[str, ...]
-    next: str | tuple[str, str] | None
-
-
-@lru_cache(maxsize=4096)
-def _timestamp(text: str) -> float:
-    # Bulk uploads share timestamps to the second; the cache turns most parses into a dict hit.
-    return datetime.fromisoformat(text).timestamp()
-
-
-def _decode(text: str | None, url_encoded: bool) -> str:
-    text = text or ""
-    return unquote(text) if url_encoded and "%" in text else text
-
-
-def parse_listing(xml: bytes) -> ListPage:
-    """Parse a ListObjectsV2 or ListObjectVersions answer (pure; raises ValueError if malformed).
-
-    Keys are URL-decoded when the answer says ``EncodingType=url`` (we always ask for it, so keys with
-    bytes XML cannot carry survive the round trip).
-    """
-    try:
-        # The answer comes from the configured endpoint; expat >= 2.4.1 caps entity expansion.
-        root = ET.fromstring(xml)  # noqa: S314
-    except ET.ParseError as exc:
-        raise ValueError(f"malformed listing XML: {exc}") from None
-    ns = _NS if root.tag.startswith(_NS) else ""
-    enc = root.findtext(ns + "EncodingType") == "url"
-    tag_key, tag_size, tag_etag, tag_mtime = ns + "Key", ns + "Size", ns + "ETag", ns + "LastModified"
-    tag_vid, tag_latest = ns + "VersionId", ns + "IsLatest"
-    objects: list[S3Object] = []
-    prefixes: list[str] = []
-    for el in root:
-        tag = el.tag
-        if tag in (ns + "Contents", ns + "Version", ns + "DeleteMarker"):
-            key = size = etag = mtime = vid = latest = None
-            for ch in el:
-                t = ch.tag
-                if t == tag_key:
-                    key = ch.text
-                elif t == tag_size:
-                    size = ch.text
-                elif t == tag_etag:
-                    etag = ch.text
-                elif t == tag_mtime:
-                    mtime = ch.text
-                elif t == tag_vid:
-                    vid = ch.text
-                elif t == tag_latest:
-                    latest = ch.text
-            objects.append(
-                S3Object(
-                    _decode(key, enc),
-                    int(size) if size else 0,
-                    etag,
-                    _timestamp(mtime) if mtime else None,
-                    None if vid in (None, "null") and tag == ns + "Contents" else vid,
-                    latest != "false",
-                    tag == ns + "DeleteMarker",
-                )
-            )
-        elif tag == ns + "CommonPrefixes":
-            prefixes.append(_decode(el.findtext(ns + "Prefix"), enc))
-    nxt: str | tuple[str, str] | None = None
-    if root.findtext(ns + "IsTruncated") == "true":
-        token = root.findtext(ns + "NextContinuationToken")
-        if token is not None:
-            nxt = token
-        else:
-            marker = _decode(root.findtext(ns + "NextKeyMarker"), enc)
-            vmarker = root.findtext(ns + "NextVersionIdMarker") or ""
-            if not marker:
-                raise ValueError("truncated listing without a next marker")
-            nxt = (marker, vmarker)
-    return ListPage(tuple(objects), tuple(prefixes), nxt)
-
-
-def parse_error(xml: bytes) -> tuple[str, str, str | None]:
-    """``(code, message, region)`` from an S3 error body; tolerant of empty or non-XML bodies."""
-    try:
-        root = ET.fromstring(xml)  # noqa: S314 - as in parse_listing
-    except ET.ParseError:
-        return "", "", None
-    return root.findtext("Code") or "", root.findtext("Message") or "", root.findtext("Region")
 
 
 Credentials = Any  # botocore ReadOnlyCredentials: access_key, secret_key, token

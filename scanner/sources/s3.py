@@ -28,6 +28,7 @@ are ordinary objects: each is a target and gets its own line.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -38,10 +39,11 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._content import CHUNK
-from ..errors import TargetError
+from ..errors import SourceError, TargetError
 from ..model import Kind, Target
 from ._s3conn import S3Config, S3Connection, listing_error, object_error, parse_s3_uri
-from ._s3wire import ListPage, S3ResponseError
+from ._s3wire import S3ResponseError
+from ._s3xml import ListPage
 from .filters import TargetFilter
 
 if TYPE_CHECKING:
@@ -186,18 +188,37 @@ class S3Source:
                 for target in self._select(page):
                     yield target
             return
+        # The listing tasks run in a task group inside one lister task, and this generator owns that
+        # task: it cancels and awaits it in ``finally``. A task group entered here directly would break
+        # when a consumer abandons the generator (a ``break``, a cancelled pipeline): Python then
+        # closes it from another task, and a cancel scope cannot be exited from another task.
         send, receive = anyio.create_memory_object_stream[list[Target]](2)
+        failure: list[BaseException] = []
+        lister = asyncio.get_running_loop().create_task(self._lister(send, failure))
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._fan_out, send)
-                async with receive:
-                    async for batch in receive:
-                        for target in batch:
-                            yield target
+            async with receive:
+                async for batch in receive:
+                    for target in batch:
+                        yield target
+            if failure:
+                raise failure[0]
+            if lister.cancelled():  # cancelled by someone else: never pass a cut listing off as whole
+                raise SourceError(f"{self.uri}: listing cancelled before it ended", code="list_failed")
+        finally:
+            if not lister.done():
+                lister.cancel()
+                with anyio.CancelScope(shield=True):
+                    await asyncio.wait({lister})
+
+    async def _lister(self, send: _Batches, failure: list[BaseException]) -> None:
+        try:
+            await self._fan_out(send)
         except BaseExceptionGroup as group:
-            # One listing task failed (a SourceError) and the others were cancelled: raise that one
+            # One listing task failed (a SourceError) and the others were cancelled: report that one
             # error as a sequential listing would, not a group the pipeline cannot match.
-            raise _first_leaf(group) from None
+            failure.append(_first_leaf(group))
+        except Exception as exc:
+            failure.append(exc)
 
     # Listing proper.
 
@@ -240,9 +261,10 @@ class S3Source:
                 (since is not None and o.mtime < since) or (before is not None and o.mtime >= before)
             ):
                 continue
-            etag = o.etag.strip('"') if o.etag else None
             out.append(
-                Target(Kind.S3, f"s3://{bucket}/{o.key}", o.size, o.mtime, etag, o.version_id, bucket, o.key)
+                Target(
+                    Kind.S3, f"s3://{bucket}/{o.key}", o.size, o.mtime, o.etag, o.version_id, bucket, o.key
+                )
             )
         self.listed += len(page.objects)
         return out

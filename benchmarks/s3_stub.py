@@ -1,0 +1,249 @@
+"""A fast, in-memory S3 stub for benchmarks and fault tests: ListObjectsV2 pages and GETs, nothing else.
+
+Not a fake of S3 (moto is that): it answers the two hot calls from memory as cheaply as possible, so
+the client's own cost is what a benchmark measures, with optional injected latency standing for a
+real S3 round trip, and scripted faults (503 SlowDown, 403, a body cut short) for the retry tests.
+Signatures are not checked.
+
+Keys are synthetic and sorted: ``p{p:03d}/k{i:08d}.bin`` for ``prefixes`` x ``per_prefix`` keys, every
+object ``object_size`` bytes, plus any extra objects given in ``objects`` (key -> bytes) and one
+streamed object ``big.bin`` of ``big_size`` bytes when asked.
+
+Run standalone (prints ``PORT`` on stdout once listening, so a benchmark can run it as a process)::
+
+    python benchmarks/s3_stub.py --keys 200000 --prefixes 20 --latency-ms 0 --port 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from xml.sax.saxutils import escape
+
+from aiohttp import web
+
+__all__ = ("Faults", "StubBucket", "make_app", "serve")
+
+_HEAD = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n'
+    '<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+    "<Name>{bucket}</Name><Prefix>{prefix}</Prefix><KeyCount>{count}</KeyCount><MaxKeys>{max}</MaxKeys>"
+    "<IsTruncated>{truncated}</IsTruncated>"
+)
+_ITEM = (
+    "<Contents><Key>{key}</Key><LastModified>2026-11-01T12:00:00.000Z</LastModified>"
+    "<ETag>&quot;{etag}&quot;</ETag><Size>{size}</Size><StorageClass>STANDARD</StorageClass></Contents>"
+)
+_ETAG = "0" * 32
+
+
+@dataclass
+class Faults:
+    """Scripted misbehaviour. ``slowdown`` answers the first N requests with 503 SlowDown; ``denied``
+    keys answer 403; ``truncate`` keys send half their body and drop the connection."""
+
+    slowdown: int = 0
+    denied: frozenset[str] = frozenset()
+    truncate: frozenset[str] = frozenset()
+    requests: int = 0
+    slowdowns_sent: int = 0
+
+
+@dataclass
+class StubBucket:
+    name: str = "bench"
+    prefixes: int = 20
+    per_prefix: int = 10_000
+    object_size: int = 10 * 1024
+    big_size: int = 0
+    objects: Mapping[str, bytes] = field(default_factory=dict)
+    latency: float = 0.0
+    faults: Faults = field(default_factory=Faults)
+
+    def __post_init__(self) -> None:
+        keys = [f"p{p:03d}/k{i:08d}.bin" for p in range(self.prefixes) for i in range(self.per_prefix)]
+        keys.extend(self.objects)
+        if self.big_size:
+            keys.append("big.bin")
+        keys.sort()
+        self.keys = keys
+        self.key_set = frozenset(keys)
+        self.body = b"\xab" * self.object_size
+
+    def size_of(self, key: str) -> int:
+        if key in self.objects:
+            return len(self.objects[key])
+        return self.big_size if key == "big.bin" else self.object_size
+
+    def page(
+        self, prefix: str, start: str, delimiter: str, max_keys: int
+    ) -> tuple[list[str], list[str], str | None]:
+        """Keys and common prefixes after ``start`` under ``prefix``; the last key is the next token."""
+        keys, out, common = self.keys, [], []
+        if delimiter and start.endswith(delimiter) and start.startswith(prefix):
+            # the token was a common prefix: resume after everything under it
+            i = bisect.bisect_left(keys, start[:-1] + chr(ord(delimiter) + 1))
+        else:
+            i = bisect.bisect_right(keys, start) if start else bisect.bisect_left(keys, prefix)
+        last = None
+        while i < len(keys) and len(out) + len(common) < max_keys:
+            key = keys[i]
+            if not key.startswith(prefix):
+                break
+            cut = key.find(delimiter, len(prefix)) if delimiter else -1
+            if cut >= 0:
+                cp = key[: cut + 1]
+                common.append(cp)
+                last = cp
+                i = bisect.bisect_left(keys, cp[:-1] + chr(ord(delimiter) + 1))
+                continue
+            out.append(key)
+            last = key
+            i += 1
+        more = i < len(keys) and keys[i].startswith(prefix)
+        return out, common, (last if more else None)
+
+
+def _listing_xml(
+    b: StubBucket, prefix: str, keys: list[str], common: list[str], nxt: str | None, mx: int
+) -> str:
+    parts = [
+        _HEAD.format(
+            bucket=b.name,
+            prefix=escape(prefix),
+            count=len(keys) + len(common),
+            max=mx,
+            truncated="true" if nxt else "false",
+        )
+    ]
+    parts.extend(_ITEM.format(key=escape(k), etag=_ETAG, size=b.size_of(k)) for k in keys)
+    parts.extend(f"<CommonPrefixes><Prefix>{escape(c)}</Prefix></CommonPrefixes>" for c in common)
+    if nxt:
+        parts.append(f"<NextContinuationToken>{escape(nxt)}</NextContinuationToken>")
+    parts.append("</ListBucketResult>")
+    return "".join(parts)
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    body = f"<?xml version='1.0' encoding='UTF-8'?>\n<Error><Code>{code}</Code><Message>{message}</Message>"
+    body += "</Error>"
+    return web.Response(status=status, body=body.encode(), content_type="application/xml")
+
+
+def make_app(bucket: StubBucket) -> web.Application:
+    """The aiohttp app: path-style ``/{bucket}`` (ListObjectsV2) and ``/{bucket}/{key}`` (GET)."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        f = bucket.faults
+        f.requests += 1
+        if bucket.latency:
+            await asyncio.sleep(bucket.latency)
+        if f.slowdowns_sent < f.slowdown:
+            f.slowdowns_sent += 1
+            return _error(503, "SlowDown", "Please reduce your request rate.")
+        name, _, key = request.path.lstrip("/").partition("/")
+        if name != bucket.name:
+            return _error(404, "NoSuchBucket", "The specified bucket does not exist")
+        if not key:
+            q = request.query
+            if q.get("list-type") != "2":
+                return _error(501, "NotImplemented", "only ListObjectsV2")
+            mx = min(int(q.get("max-keys", "1000")), 1000)
+            prefix = q.get("prefix", "")
+            start = max(q.get("continuation-token", ""), q.get("start-after", ""))
+            keys, common, nxt = bucket.page(prefix, start, q.get("delimiter", ""), mx)
+            return web.Response(
+                body=_listing_xml(bucket, prefix, keys, common, nxt, mx).encode(),
+                content_type="application/xml",
+            )
+        if key in f.denied:
+            return _error(403, "AccessDenied", "Access Denied")
+        if key in bucket.objects:
+            data = bucket.objects[key]
+        elif key == "big.bin" and bucket.big_size:
+            return await _stream_big(request, bucket.big_size)
+        elif key in bucket.key_set:
+            data = bucket.body
+        else:
+            return _error(404, "NoSuchKey", "The specified key does not exist.")
+        if key in f.truncate:
+            response = web.StreamResponse(headers={"Content-Length": str(len(data)), "ETag": f'"{_ETAG}"'})
+            await response.prepare(request)
+            await response.write(data[: len(data) // 2])
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        return web.Response(body=data, headers={"ETag": f'"{_ETAG}"'}, content_type="binary/octet-stream")
+
+    app = web.Application()
+    app.router.add_route("GET", "/{tail:.*}", handle)
+    return app
+
+
+async def _stream_big(request: web.Request, size: int) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Length": str(size), "ETag": f'"{_ETAG}"'})
+    await response.prepare(request)
+    block = b"\xcd" * (1 << 20)
+    for chunk in _blocks(size, block):
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+def _blocks(size: int, block: bytes) -> Iterator[bytes]:
+    while size > 0:
+        yield block[: min(size, len(block))]
+        size -= len(block)
+
+
+async def serve(bucket: StubBucket, port: int = 0) -> tuple[web.AppRunner, int]:
+    """Start the stub on 127.0.0.1; returns the runner (``await runner.cleanup()``) and the port."""
+    runner = web.AppRunner(make_app(bucket), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    sockets = site._server.sockets if site._server else ()  # type: ignore[union-attr]
+    return runner, int(sockets[0].getsockname()[1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--keys", type=int, default=200_000)
+    p.add_argument("--prefixes", type=int, default=20)
+    p.add_argument("--object-size", type=int, default=10 * 1024)
+    p.add_argument("--big-size", type=int, default=0)
+    p.add_argument("--latency-ms", type=float, default=0.0)
+    p.add_argument("--port", type=int, default=0)
+    a = p.parse_args()
+    bucket = StubBucket(
+        prefixes=a.prefixes,
+        per_prefix=a.keys // a.prefixes,
+        object_size=a.object_size,
+        big_size=a.big_size,
+        latency=a.latency_ms / 1000,
+    )
+
+    async def run() -> None:
+        runner, port = await serve(bucket, a.port)
+        print(port, flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    try:
+        import uvloop
+
+        uvloop.run(run())
+    except ImportError:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
