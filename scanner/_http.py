@@ -43,7 +43,7 @@ import aiohttp
 import anyio
 import orjson
 
-from .errors import AuthError, ProtocolError, ServerError, ThrottledError, TransportError
+from .errors import AuthError, ProtocolError, QuotaExhausted, ServerError, ThrottledError, TransportError
 from .ratelimit import RateLimitHint, RateLimits
 
 __all__ = (
@@ -288,6 +288,8 @@ class VendorClient:
                 return await self._attempt(
                     method, url, where, route, cost, paced, headers, json, data, attempt
                 )
+            except QuotaExhausted as exc:
+                raise QuotaExhausted(f"{self.vendor}: {exc.message}", reset_at=exc.reset_at) from None
             except _Retry as retry:
                 error = retry.error
                 self._errors[getattr(error, "code", "error")] += 1

@@ -60,6 +60,14 @@ __all__ = (
 _NEW_WINDOW_SLACK = 2.0
 
 
+def _human(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"
+
+
 class Clock(Protocol):
     """Monotonic seconds and a sleep that honours them."""
 
@@ -279,9 +287,13 @@ class FamilyGate:
                         await changed.wait()
                         continue
                     if reset_at - now > self._max_wait:
+                        wait = reset_at - now
+                        at = datetime.now(UTC) + timedelta(seconds=wait)
                         raise QuotaExhausted(
-                            f"{self.family} quota spent; it resets in {reset_at - now:.0f} s",
-                            reset_at=datetime.now(UTC) + timedelta(seconds=reset_at - now),
+                            f"{self.family} quota spent; it resets in {_human(wait)} "
+                            f"(at {at:%Y-%m-%d %H:%M:%S} UTC), beyond the {_human(self._max_wait)} "
+                            "we may wait",
+                            reset_at=at,
                         )
                     await _wait_until(self._clock, changed, reset_at)
                     continue
