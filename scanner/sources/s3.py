@@ -179,6 +179,10 @@ class S3Source:
     def open(self, target: Target, /) -> AbstractAsyncContextManager[S3Body]:
         return self._objects.open(target)
 
+    def local_path(self, target: Target, /) -> None:
+        """S3 bytes never sit on this machine: engines stream them or scan by bucket/key."""
+        return None
+
     async def aclose(self) -> None:
         await self._conn.aclose()
 
