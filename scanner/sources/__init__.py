@@ -45,6 +45,7 @@ def build(spec: str, options: SourceOptions) -> Source:
             parse_ndjson_target,
             path=None,
             opener=router.open,
+            closer=router.aclose,
         )
     if spec.startswith("urls:"):
         return ListSource("urls:" + spec[5:], frozenset({Kind.URL}), lambda s, _: parse_url(s), path=spec[5:])
@@ -80,3 +81,9 @@ class ContentRouter:
                 self._s3 = _s3().objects(self._options)
             return self._s3.open(target)  # type: ignore[no-any-return]
         raise TargetError(f"{target.kind} targets have no content to read", code="no_content")
+
+    async def aclose(self) -> None:
+        """Close the S3 connection, if an S3 target was ever opened; idempotent."""
+        opener, self._s3 = self._s3, None
+        if opener is not None:
+            await opener.aclose()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 from urllib.parse import urlsplit
@@ -131,12 +131,14 @@ class ListSource:
         *,
         path: str | None,
         opener: Callable[[Target], AbstractAsyncContextManager[Body]] | None = None,
+        closer: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.name = name
         self.kinds = kinds
         self._parse = parse
         self._path = path
         self._opener = opener
+        self._closer = closer
 
     def __repr__(self) -> str:
         return f"<ListSource {self.name}>"
@@ -182,4 +184,6 @@ class ListSource:
         return LocalPath(target.target, True) if target.kind is Kind.FILE else None
 
     async def aclose(self) -> None:
-        return None
+        """Close what the opener opened (the S3 connection of stdin targets); idempotent."""
+        if self._closer is not None:
+            await self._closer()

@@ -150,3 +150,23 @@ def test_inventory_source_from_the_command_line(s3: Any, eicar: bytes, tmp_path:
     assert run.returncode == 1, run.stderr
     verdicts = {r["target"]: r["verdict"] for r in records(out.read_text())}
     assert verdicts == {"s3://e2e-inv/a/eicar.com": "infected", "s3://e2e-inv/a/clean.txt": "clean"}
+
+
+def test_s3_targets_on_stdin_are_read_and_the_connection_closed(
+    data: dict[str, bytes], tmp_path: Path
+) -> None:
+    lines = "".join(
+        json.dumps({"kind": "s3", "target": f"s3://{BUCKET}/{key}"}) + "\n"
+        for key in ("in/eicar.com", "in/000.txt", "in/vanished-before-read")
+    )
+    run = subprocess.run(
+        [sys.executable, "-W", "always::ResourceWarning", "-m", "scanner", "scan", "--progress", "none", "-"],
+        input=lines, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 1, run.stderr
+    verdicts = {r["target"].rsplit("/", 1)[1]: r for r in records(run.stdout)}
+    assert verdicts["eicar.com"]["verdict"] == "infected"
+    assert verdicts["000.txt"]["verdict"] == "clean"
+    assert verdicts["vanished-before-read"]["verdict"] == "error"
+    assert verdicts["vanished-before-read"]["error"]["code"] == "vanished"
+    assert "Unclosed" not in run.stderr
