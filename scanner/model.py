@@ -224,10 +224,11 @@ def verdict_dict(v: Verdict) -> dict[str, Any]:
         d["etag"] = t.etag
     if t.version_id is not None:
         d["version_id"] = t.version_id
+    # datetimes go to orjson as objects: its RFC 3339 formatting (UTC as Z) is several times cheaper
     if v.started_at is not None:
-        d["started_at"] = _rfc3339(v.started_at)
+        d["started_at"] = v.started_at
     if v.finished_at is not None:
-        d["finished_at"] = _rfc3339(v.finished_at)
+        d["finished_at"] = v.finished_at
         if v.started_at is not None:
             d["duration_ms"] = round((v.finished_at - v.started_at).total_seconds() * 1000, 3)
     d["attempts"] = v.attempts
@@ -242,4 +243,7 @@ def verdict_dict(v: Verdict) -> dict[str, Any]:
 
 def encode_verdict(v: Verdict) -> bytes:
     """One NDJSON line, ``\\n``-terminated, UTF-8. The only place verdicts are encoded."""
-    return orjson.dumps(verdict_dict(v), option=orjson.OPT_APPEND_NEWLINE)
+    return orjson.dumps(verdict_dict(v), option=_OPTIONS)
+
+
+_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_UTC_Z

@@ -119,7 +119,7 @@ class Pipeline:
         sink: Sink,
         *,
         max_at_once: int,
-        buffer: int = 16,
+        buffer: int | None = None,
         gate: Gate | None = None,
         on_written: OnWritten | None = None,
         drain_timeout: float = 30.0,
@@ -130,7 +130,9 @@ class Pipeline:
         self._engine = engine
         self._sink = sink
         self._max_at_once = max_at_once
-        self._buffer = buffer
+        # A target buffer as deep as the pool lets one producer turn feed every idle worker; memory
+        # stays O(max_at_once) either way.
+        self._buffer = max_at_once if buffer is None else buffer
         self._gate = gate
         self._on_written = on_written
         self._drain_timeout = drain_timeout
@@ -199,6 +201,13 @@ class Pipeline:
         if self._run_scope is not None:
             self._run_scope.cancel()
 
+    def _halt_now(self, exc: ScannerError) -> None:
+        if self._fatal is None:
+            self._fatal = exc
+        self._stopping = True
+        if self._run_scope is not None:
+            self._run_scope.cancel()
+
     # The run.
 
     async def run(self) -> Summary:
@@ -239,7 +248,11 @@ class Pipeline:
                 for source in self._sources:
                     try:
                         async for target in source.targets():
-                            await send.send((target, source))
+                            # Fast path without a trip round the event loop; wait only when full.
+                            try:
+                                send.send_nowait((target, source))
+                            except anyio.WouldBlock:
+                                await send.send((target, source))
                             self._listed += 1
                     except SourceError as exc:
                         log.error("%s", exc)
@@ -254,8 +267,20 @@ class Pipeline:
         recv: MemoryObjectReceiveStream[tuple[Target, Source]],
         send: MemoryObjectSendStream[Verdict],
     ) -> None:
+        # The hand-offs take the no-wait path when they can: a checkpoint per target costs more than
+        # a no-op engine does. Every loop still waits somewhere once a buffer runs dry or full, and
+        # real engines await I/O, so no worker can hog the loop for long.
         async with recv, send:
-            async for target, source in recv:
+            while not self._stopping:
+                try:
+                    target, source = recv.receive_nowait()
+                except anyio.WouldBlock:
+                    try:
+                        target, source = await recv.receive()
+                    except anyio.EndOfStream:
+                        return
+                except anyio.EndOfStream:
+                    return
                 if self._stopping:
                     return
                 self._in_flight += 1
@@ -264,7 +289,10 @@ class Pipeline:
                 finally:
                     self._in_flight -= 1
                 if verdict is not None:
-                    await send.send(verdict)
+                    try:
+                        send.send_nowait(verdict)
+                    except anyio.WouldBlock:
+                        await send.send(verdict)
 
     async def _job(self, target: Target, source: Source) -> Verdict | None:
         started = utcnow()
@@ -305,10 +333,7 @@ class Pipeline:
         except ScannerError as exc:
             if not exc.halts_run:
                 return Outcome(Status.ERROR, error=error_info(exc))
-            if self._fatal is None:
-                self._fatal = exc
-            if self._run_scope is not None:
-                self._run_scope.cancel()
+            self._halt_now(exc)
             return None
         except Exception as exc:
             # A bug in one adapter must cost one line, not the run; the traceback goes to the log.
@@ -328,9 +353,7 @@ class Pipeline:
                 try:
                     await self._sink.write(batch)
                 except ScannerError as exc:
-                    self._fatal = exc
-                    if self._run_scope is not None:
-                        self._run_scope.cancel()
+                    self._halt_now(exc)
                     return
                 self._written += len(batch)
                 for v in batch:

@@ -42,8 +42,8 @@ def test_recommended_fields_and_timings() -> None:
     )
     obj = orjson.loads(encode_verdict(v))
     assert obj["findings"] == [{"name": "EICAR", "engine": "x"}]
-    assert obj["started_at"] == "2026-11-22T08:00:00.000Z"
-    assert obj["finished_at"] == "2026-11-22T08:00:01.500Z"
+    assert obj["started_at"] == "2026-11-22T08:00:00Z"
+    assert obj["finished_at"] == "2026-11-22T08:00:01.500000Z"
     assert obj["duration_ms"] == 1500.0
     assert obj["etag"] == '"abc"' and obj["version_id"] == "v1" and obj["size"] == 5
     assert obj["vendor"] == {"data_id": "d1"}
