@@ -271,6 +271,7 @@ class VendorClient:
         route: str,
         cost: int = 1,
         paced: bool = False,
+        family: str | None = None,
         headers: Mapping[str, str] | None = None,
         json: Any = None,
         data: Body = None,
@@ -286,7 +287,7 @@ class VendorClient:
             attempt += 1
             try:
                 return await self._attempt(
-                    method, url, where, route, cost, paced, headers, json, data, attempt
+                    method, url, where, (route, cost, paced, family), headers, json, data, attempt
                 )
             except QuotaExhausted as exc:
                 raise QuotaExhausted(f"{self.vendor}: {exc.message}", reset_at=exc.reset_at) from None
@@ -322,9 +323,7 @@ class VendorClient:
         method: str,
         url: str,
         where: str,
-        route: str,
-        cost: int,
-        paced: bool,
+        limit: tuple[str, int, bool, str | None],
         headers: Mapping[str, str] | None,
         json: Any,
         data: Body,
@@ -334,7 +333,8 @@ class VendorClient:
         if session is None:
             raise RuntimeError("VendorClient used outside 'async with'")
         send_headers = {**self._headers, **(headers or {})}
-        async with self.limits.slot(route, cost, paced=paced) as slot:
+        route, cost, paced, family = limit
+        async with self.limits.slot(route, cost, paced=paced, family=family) as slot:
             body: Any = data() if callable(data) else data
             if json is not None:
                 body = orjson.dumps(json)

@@ -436,7 +436,12 @@ class RateLimits:
         gate = self.gate_for(route)
         return None if gate is None else gate.available()
 
-    async def _acquire_gate(self, route: str, cost: int) -> Slot:
+    async def _acquire_gate(self, route: str, cost: int, family: str | None) -> Slot:
+        if route not in self._routes and family is not None:
+            # the caller knows which family this route belongs to: slow start is then per family, not
+            # per route (an answer naming another family re-maps the route, see _finish)
+            self._routes[route] = family
+            self.family(family)
         while True:
             if route in self._routes:
                 gate = self.gate_for(route)
@@ -452,14 +457,17 @@ class RateLimits:
             probe.release(cost, None, probe=True)
 
     @asynccontextmanager
-    async def slot(self, route: str, cost: int = 1, *, paced: bool = False) -> AsyncIterator[Slot]:
+    async def slot(
+        self, route: str, cost: int = 1, *, paced: bool = False, family: str | None = None
+    ) -> AsyncIterator[Slot]:
         """Hold the limits for one request on ``route``; the slot's ``observe`` feeds the answer back.
 
         Waits on the family gate (may raise QuotaExhausted), then the pace (``paced`` routes), then
         the concurrency limit. On exit the in-flight cost is released and the hint folded in (a
-        route's first hint maps it to its family). Cancellation releases whatever was taken.
+        route's first hint maps it to its family; ``family`` is the caller's expectation, used until
+        an answer says otherwise). Cancellation releases whatever was taken.
         """
-        slot = await self._acquire_gate(route, cost)
+        slot = await self._acquire_gate(route, cost, family)
         try:
             if paced:
                 await self.pacer.acquire()

@@ -1,8 +1,9 @@
 """Stage a body for a hash-first vendor: learn its sha256 and size, keep its bytes re-readable.
 
 A local file (``body.path`` set) is hashed in a worker thread with :func:`hashlib.file_digest` and
-re-read from its path on upload. Any other body (S3) is spooled to a temporary file while it is
-hashed, so the upload (and its retries) read from local disk and the bucket is read once. The event
+re-read from its path on upload. Any other body (S3) is kept in memory up to ``in_memory`` bytes
+(1 MiB), or else spooled to a temporary file while it is hashed, so the upload (and its retries)
+never read the bucket twice. The event
 loop never blocks: every read, write and digest runs in a worker thread.
 """
 
@@ -26,12 +27,23 @@ __all__ = ("Staged", "file_chunks", "stage")
 
 @dataclass(frozen=True, slots=True)
 class Staged:
-    """The content of one target, on local disk at ``path``, with its digest and size."""
+    """The content of one target with its digest and size: on local disk at ``path``, or, for a
+    small non-local body, in memory as ``data``."""
 
-    path: str
+    path: str | None
     sha256: str
     size: int
-    spooled: bool
+    data: bytes | None = None
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """A fresh stream of the content (call again for each upload attempt)."""
+        if self.path is not None:
+            return file_chunks(self.path)
+        return _once(self.data or b"")
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def _digest(path: str) -> tuple[str, int]:
@@ -51,7 +63,9 @@ def _write_all(fd: int, chunk: bytes) -> None:
 
 
 @asynccontextmanager
-async def stage(body: Body, *, spool_dir: str | None = None) -> AsyncIterator[Staged]:
+async def stage(
+    body: Body, *, spool_dir: str | None = None, in_memory: int = 1 << 20
+) -> AsyncIterator[Staged]:
     """Hash (and, for non-local bodies, spool) ``body``; the spool file is removed on exit.
 
     Raises TargetError when the body cannot be read to the end or its size is not the promised one.
@@ -61,17 +75,36 @@ async def stage(body: Body, *, spool_dir: str | None = None) -> AsyncIterator[St
         sha, size = await anyio.to_thread.run_sync(_digest, body.path)
         if body.size is not None and size != body.size:
             raise TargetError(f"file changed while read ({size} bytes, {body.size} expected)", code="changed")
-        yield Staged(body.path, sha, size, spooled=False)
+        yield Staged(body.path, sha, size)
         return
-    fd, tmp = await anyio.to_thread.run_sync(lambda: tempfile.mkstemp(prefix="scanner-spool-", dir=spool_dir))
+    # Small bodies stay in memory (no thread hops, no disk); the first chunk that would take the
+    # buffer past ``in_memory`` bytes starts a spool file that receives everything so far.
+    hashing = Hashing(body.chunks(), body.size)
+    buffered: list[bytes] = []
+    held = 0
+    spool: tuple[int, str] | None = None
     try:
-        hashing = Hashing(body.chunks(), body.size)
         async for chunk in hashing:
-            await anyio.to_thread.run_sync(_write_all, fd, chunk)
-        yield Staged(tmp, hashing.sha256, hashing.size, spooled=True)
+            if spool is None and held + len(chunk) <= in_memory:
+                buffered.append(chunk)
+                held += len(chunk)
+                continue
+            if spool is None:
+                spool = await anyio.to_thread.run_sync(
+                    lambda: tempfile.mkstemp(prefix="scanner-spool-", dir=spool_dir)
+                )
+                for early in buffered:
+                    await anyio.to_thread.run_sync(_write_all, spool[0], early)
+                buffered = []
+            await anyio.to_thread.run_sync(_write_all, spool[0], chunk)
+        if spool is None:
+            yield Staged(None, hashing.sha256, hashing.size, data=b"".join(buffered))
+        else:
+            yield Staged(spool[1], hashing.sha256, hashing.size)
     finally:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(_remove, fd, tmp)
+        if spool is not None:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(_remove, *spool)
 
 
 def _remove(fd: int, path: str) -> None:

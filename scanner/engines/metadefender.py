@@ -48,13 +48,15 @@ from ..ratelimit import Clock, MonotonicClock, RateLimits
 from ..sources._base import Source
 from . import _metadefender_wire as wire
 from ._batching import Batcher, Singleflight
-from ._staging import Staged, file_chunks, stage
+from ._staging import Staged, stage
 
 __all__ = ("Config", "MetaDefenderEngine", "create")
 
 log = logging.getLogger("scanner.engines.metadefender")
 
 _F = pydantic.Field
+#: the families the documents name for uploads and hash lookups; the answers' X-RateLimit-For rules
+_PREVENTION, _REPUTATION = "prevention_api", "reputation_api"
 
 
 class Config(EngineConfig):
@@ -226,6 +228,7 @@ class MetaDefenderEngine:
             route="hash",
             cost=len(hashes),
             paced=True,
+            family=_REPUTATION,
             headers={"includescandetails": "1"},
             json={"hash": list(hashes)},
         )
@@ -243,15 +246,15 @@ class MetaDefenderEngine:
         }
         if self.config.rule:
             headers["rule"] = self.config.rule
-        path = staged.path
         resp = await self.http.request(
             "POST",
             "/v4/file",
             route="upload",
             cost=1,
             paced=True,
+            family=_PREVENTION,
             headers=headers,
-            data=lambda: file_chunks(path),
+            data=staged.chunks,
         )
         self.counts["uploads"] += 1
         if resp.status == 400:
@@ -270,7 +273,9 @@ class MetaDefenderEngine:
             await self.clock.sleep(delay)
             waited += delay
             self.counts["polls"] += 1
-            resp = await self.http.request("GET", f"/v4/file/{quote(data_id, safe='')}", route="poll", cost=0)
+            resp = await self.http.request(
+                "GET", f"/v4/file/{quote(data_id, safe='')}", route="poll", cost=0, family=_PREVENTION
+            )
             if resp.status != 200:
                 raise self._unexpected(f"report {data_id}", resp.status, resp.body)
             report = wire.parse_report(resp.json())

@@ -19,6 +19,7 @@ What it does, per key:
   progress < 100) for ``scan_seconds``.
 * ``POST /v4/hash``: 1..1000 hashes, the documented 400 texts otherwise; misses are code 5 with a null
   data_id and ``total_detected_avs: -1``; ``includescandetails: 1`` adds ``scan_details``.
+* ``GET /_sim/stats`` (simulator only, no key) returns the counters as JSON.
 * ``latency`` seconds are added to every answer; ``fail_uploads`` answers the first uploads with 500.
   :class:`SimState` counts what tests and benchmarks assert on.
 """
@@ -255,6 +256,8 @@ def make_app(**options: Any) -> web.Application:
 
     @web.middleware
     async def gatekeeper(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path == "/_sim/stats":
+            return await handler(request)
         state.requests += 1
         state.in_flight += 1
         state.max_in_flight = max(state.max_in_flight, state.in_flight)
@@ -450,7 +453,19 @@ def make_app(**options: Any) -> web.Application:
         w.used += 1
         return _json(_report_json(state.reports[data_id], state.clock()), state.headers(key, _REPUTATION))
 
+    async def stats(request: web.Request) -> web.Response:
+        """Simulator only (not MetaDefender's): the counters, for tests and benchmarks in another process."""
+        names = (
+            *("requests", "uploads", "upload_bytes", "hash_requests", "hashes_looked_up", "polls"),
+            *("apikey_requests", "unauthorized", "forbidden", "quota_429", "throttle_429"),
+            *("failed_uploads", "max_in_flight"),
+        )
+        counters: dict[str, Any] = {n: getattr(state, n) for n in names}
+        counters["closed"] = state.closed
+        return web.Response(body=orjson.dumps(counters), content_type="application/json")
+
     app = web.Application(middlewares=[gatekeeper], client_max_size=1024**2)
+    app.router.add_get("/_sim/stats", stats)
     app[STATE] = state
     app.router.add_get("/v4/apikey", apikey)
     app.router.add_post("/v4/file", upload)

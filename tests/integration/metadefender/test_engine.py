@@ -127,3 +127,23 @@ async def test_s3_kind_bodies_are_spooled(tmp_path: Path) -> None:
     assert out.status is Status.INFECTED
     assert list(tmp_path.iterdir()) == []  # the spool file is gone
     assert sim.state.reports[out.vendor["data_id"]].name == "key.exe"  # type: ignore[index]
+
+
+async def test_large_non_local_bodies_are_spooled_to_disk_and_removed(tmp_path: Path) -> None:
+    big = b"z" * (2 * 1024 * 1024 + 3) + eicar()
+    source, _ = memory({"s3://bucket/big.bin": big})
+    target = Target(Kind.S3, "s3://bucket/big.bin", bucket="bucket", key="big.bin")
+    seen: list[str] = []
+    async with simulator() as sim, create(sim.config(spool_dir=str(tmp_path))) as engine:
+        real = engine.http.request
+
+        async def spy(method: str, path: str, **kw: object) -> object:
+            seen.extend(p.name for p in tmp_path.iterdir())
+            return await real(method, path, **kw)  # type: ignore[arg-type]
+
+        engine.http.request = spy  # type: ignore[method-assign]
+        out = await engine.scan(target, source)
+    assert out.status is Status.INFECTED
+    assert any(name.startswith("scanner-spool-") for name in seen)  # on disk while uploading
+    assert list(tmp_path.iterdir()) == []  # and gone afterwards
+    assert sim.state.upload_bytes == len(big)
