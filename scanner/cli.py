@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import signal
 import sys
@@ -23,7 +24,9 @@ from .errors import ScannerError, UsageError
 from .model import Status, Verdict
 from .pipeline import Pipeline, Summary
 from .progress import Progress, format_counts
+from .resume import Admission, Committer, Policy
 from .sinks._base import Sink
+from .state import StateStore
 
 __all__ = ("main",)
 
@@ -85,6 +88,11 @@ def _when(text: str) -> datetime:
             f"not a time: {text!r} (try 2026-11-21, 2026-11-21T06:00:00Z or 24h)"
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def default_state_path() -> str:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "scanner", "state.sqlite")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,6 +169,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--all-versions", action="store_true", help="S3: scan every object version, not just the latest"
+    )
+    st = scan.add_argument_group(
+        "state: resume and incremental rescans",
+        "With --state, a rerun with the same --output continues an interrupted run without scanning "
+        "or writing anything twice, and --skip-unchanged leaves alone what an earlier run already judged.",
+    )
+    st.add_argument(
+        "--state",
+        nargs="?",
+        const=default_state_path(),
+        metavar="PATH",
+        help=f"keep the state store (SQLite) at PATH (default when PATH is omitted: {default_state_path()})",
+    )
+    st.add_argument(
+        "--skip-unchanged",
+        action="store_true",
+        help="skip targets whose content version (size+mtime, ETag, version id) matches an earlier verdict",
+    )
+    st.add_argument(
+        "--rescan-after",
+        type=_duration,
+        metavar="AGE",
+        help="with --skip-unchanged: verdicts older than AGE (30d, 12h) are rescanned anyway",
+    )
+    st.add_argument(
+        "--rescan-infected",
+        action="store_true",
+        help="with --skip-unchanged: always rescan targets last found infected or suspicious",
+    )
+    st.add_argument(
+        "--emit-skipped",
+        action="store_true",
+        help="write a 'skipped' line (error.code 'unchanged') for each unchanged target, not just a count",
+    )
+    st.add_argument(
+        "--cache-age",
+        type=_duration,
+        default=timedelta(days=7),
+        metavar="AGE",
+        help="engines that hash first reuse a verdict for the same content this long (default 7d)",
     )
     h = scan.add_argument_group("running")
     h.add_argument(
@@ -257,23 +305,33 @@ def _has_uvloop() -> bool:
     return True
 
 
-def _build_sink(output: str) -> Sink:
+def _build_sink(output: str, settings: config.Settings, *, append: bool) -> Sink:
     if output.startswith("s3://"):
         from .sinks import s3
 
-        sink: Sink = s3.S3Sink.from_uri(output, {})
+        sink: Sink = s3.S3Sink.from_uri(output, settings.s3)
         return sink
     from .sinks.ndjson import NdjsonSink
 
-    ndjson = NdjsonSink(output)
+    ndjson = NdjsonSink(output, append=append)
     ndjson.open()
     return ndjson
+
+
+def _resumable(output: str) -> str | None:
+    """The absolute path of an output a later run can continue, or None (stdout, S3, a pipe)."""
+    if output == "-" or output.startswith("s3://"):
+        return None
+    path = os.path.abspath(output)
+    return None if os.path.exists(path) and not os.path.isfile(path) else path
 
 
 async def _scan(args: argparse.Namespace) -> int:
     settings = config.load(args.config)
     engines.validate_all(settings)
     engine = engines.build(args.engine, settings)
+    if args.state is None and (args.skip_unchanged or args.rescan_infected or args.emit_skipped):
+        raise UsageError("--skip-unchanged, --rescan-infected and --emit-skipped need --state")
     options = sources.SourceOptions(
         filters=sources.TargetFilter(
             include=tuple(args.include),
@@ -285,6 +343,7 @@ async def _scan(args: argparse.Namespace) -> int:
         ),
         follow_symlinks=args.follow_symlinks,
         all_versions=args.all_versions,
+        stat_files=args.skip_unchanged,
         s3=settings.s3,
     )
     built = [sources.build(spec, options) for spec in args.sources]
@@ -295,10 +354,61 @@ async def _scan(args: argparse.Namespace) -> int:
     jobs = args.jobs or engine.default_jobs
     if jobs < 1:
         raise UsageError("--jobs must be at least 1")
-    sink = _build_sink(args.output)
+    store = None if args.state is None else await StateStore.open(args.state)
+    try:
+        return await _scan_with(args, engine, built, jobs, settings, store)
+    finally:
+        if store is not None:
+            with anyio.CancelScope(shield=True):
+                await store.aclose()
+
+
+async def _scan_with(
+    args: argparse.Namespace,
+    engine: engines.Engine,
+    built: list[sources.Source],
+    jobs: int,
+    settings: config.Settings,
+    store: StateStore | None,
+) -> int:
+    output = _resumable(args.output)
+    run = None if store is None else await store.begin_run(output, engine.name)
+    sink = _build_sink(args.output, settings, append=run is not None and run.resumed)
     notable = _Notable()
+    on_written = notable.collect
+    admission = committer = None
+    if store is not None and run is not None:
+        if run.resumed and output is not None:
+            done = await store.reconcile(output, run.committed_offset, run.run_id)
+            log.warning(
+                "resuming the unfinished run writing %s (%d lines past its last commit recovered)",
+                output,
+                done,
+            )
+        policy = Policy(
+            skip_unchanged=args.skip_unchanged,
+            rescan_after=args.rescan_after.total_seconds() if args.rescan_after else float("inf"),
+            rescan_infected=args.rescan_infected,
+            emit_skipped=args.emit_skipped,
+        )
+        admission = Admission(store, engine.name, run, policy)
+        committer = Committer(store, run, output=output, sync=getattr(sink, "sync", None))
+        attach = getattr(engine, "attach_state", None)
+        if attach is not None:
+            attach(store, args.cache_age.total_seconds())
+
+        async def on_written(verdicts: Sequence[Verdict]) -> None:
+            await notable.collect(verdicts)
+            await committer(verdicts)
+
     pipeline = Pipeline(
-        built, engine, sink, max_at_once=jobs, on_written=notable.collect, drain_timeout=args.drain_timeout
+        built,
+        engine,
+        sink,
+        max_at_once=jobs,
+        admit=admission,
+        on_written=on_written,
+        drain_timeout=args.drain_timeout,
     )
     pipeline.check()
     progress = Progress("none" if args.quiet else args.progress, interval=args.progress_interval)
@@ -313,11 +423,15 @@ async def _scan(args: argparse.Namespace) -> int:
         with anyio.CancelScope(shield=True):
             for source in built:
                 await source.aclose()
+            if committer is not None:
+                await committer.flush()
             if summary is None:
                 await sink.abort()
+    assert summary is not None  # run() either returned one or raised
     with anyio.CancelScope(shield=True):
         await sink.aclose()
-    assert summary is not None  # run() either returned one or raised
+        if store is not None and run is not None and not summary.interrupted:
+            await store.finish_run(output, run.run_id)
     if not args.quiet:
         _print_summary(summary, sink.name, notable)
     return summary.exit_code
@@ -382,8 +496,14 @@ def _print_summary(summary: Summary, output: str, notable: _Notable) -> None:
         print(f"  halted: {summary.halted.message}", file=out)
     for message in summary.source_errors:
         print(f"  source failed: {message}", file=out)
+    if summary.dropped:
+        reasons = ", ".join(f"{n:,} {why}" for why, n in sorted(summary.dropped.items()))
+        print(f"  not rescanned: {reasons}", file=out)
     if summary.interrupted:
-        print("  interrupted: the run is incomplete; run it again to finish", file=out)
+        print(
+            "  interrupted: the run is incomplete; run it again (same --state and --output) to finish",
+            file=out,
+        )
     out.flush()
 
 

@@ -49,10 +49,14 @@ __all__ = ("Pipeline", "PipelineStatistics", "Summary")
 log = logging.getLogger("scanner.pipeline")
 
 _WRITE_BATCH = 1024
+#: a listed target on its way to a worker, with the outcome admission already decided, if any
+_Job = tuple[Target, Source, Outcome | None]
 
-#: decides what to do with a target before it reaches the engine: None lets it through, an Outcome
-#: answers it without a scan (resume, incremental rescans, content cache), ``False`` drops it silently
-Gate = Callable[[Target], Awaitable[Outcome | bool | None]]
+#: the admission step between the sources and the pool (resume, incremental rescans). Given a batch of
+#: listed targets it returns those to go on, each with an Outcome when it is answered without a scan,
+#: and how many it dropped by reason. One call per batch: a state store answers a batch in one query.
+Admit = Callable[[Sequence[Target]], Awaitable[tuple[list[tuple[Target, Outcome | None]], Mapping[str, int]]]]
+_ADMIT_BATCH = 512
 #: called by the writer after each batch of lines reached the sink (the state store's commit point)
 OnWritten = Callable[[Sequence[Verdict]], Awaitable[None]]
 
@@ -79,7 +83,8 @@ class Summary:
     elapsed: float
     by_status: Mapping[str, int]
     errors_by_code: Mapping[str, int]
-    dropped: int = 0
+    #: targets listed but given no line, by reason (already done in a resumed run, unchanged)
+    dropped: Mapping[str, int] = field(default_factory=dict)
     interrupted: bool = False
     halted: ErrorInfo | None = None
     source_errors: tuple[str, ...] = field(default_factory=tuple)
@@ -120,7 +125,7 @@ class Pipeline:
         *,
         max_at_once: int,
         buffer: int | None = None,
-        gate: Gate | None = None,
+        admit: Admit | None = None,
         on_written: OnWritten | None = None,
         drain_timeout: float = 30.0,
     ) -> None:
@@ -133,13 +138,13 @@ class Pipeline:
         # A target buffer as deep as the pool lets one producer turn feed every idle worker; memory
         # stays O(max_at_once) either way.
         self._buffer = max_at_once if buffer is None else buffer
-        self._gate = gate
+        self._admit = admit
         self._on_written = on_written
         self._drain_timeout = drain_timeout
         self._listed = 0
         self._in_flight = 0
         self._written = 0
-        self._dropped = 0
+        self._dropped: Counter[str] = Counter()
         self._listing_done = False
         self._by_status: Counter[str] = Counter()
         self._errors: Counter[str] = Counter()
@@ -213,7 +218,7 @@ class Pipeline:
     async def run(self) -> Summary:
         """Run to the end of every source (or a stop). Raises a halting ScannerError other than quota."""
         self._started = time.monotonic()
-        targets_send, targets_recv = anyio.create_memory_object_stream[tuple[Target, Source]](self._buffer)
+        targets_send, targets_recv = anyio.create_memory_object_stream[_Job](self._buffer)
         verdicts_send, verdicts_recv = anyio.create_memory_object_stream[Verdict](self._max_at_once)
         with anyio.CancelScope() as self._run_scope:
             async with anyio.create_task_group() as outer:
@@ -234,37 +239,75 @@ class Pipeline:
             elapsed=time.monotonic() - self._started,
             by_status=dict(self._by_status),
             errors_by_code=dict(self._errors),
-            dropped=self._dropped,
+            dropped=dict(self._dropped),
             interrupted=self._interrupted,
             halted=self._halt,
             source_errors=tuple(self._source_errors),
         )
 
-    async def _produce(self, send: MemoryObjectSendStream[tuple[Target, Source]]) -> None:
+    async def _produce(self, send: MemoryObjectSendStream[_Job]) -> None:
         async with send:
             with anyio.CancelScope() as self._produce_scope:
                 if self._stopping:
                     return
                 for source in self._sources:
                     try:
-                        async for target in source.targets():
-                            # Fast path without a trip round the event loop; wait only when full.
-                            try:
-                                send.send_nowait((target, source))
-                            except anyio.WouldBlock:
-                                await send.send((target, source))
-                            self._listed += 1
+                        if self._admit is None:
+                            async for target in source.targets():
+                                # Fast path without a trip round the event loop; wait only when full.
+                                job = (target, source, None)
+                                try:
+                                    send.send_nowait(job)
+                                except anyio.WouldBlock:
+                                    await send.send(job)
+                                self._listed += 1
+                        else:
+                            await self._produce_admitted(source, send)
                     except SourceError as exc:
-                        log.error("%s", exc)
-                        self._source_errors.append(str(exc))
+                        self._source_failed(exc)
                         return
                     except anyio.BrokenResourceError:
                         return  # every worker has gone: the run is being torn down
+                    if self._source_errors:
+                        return
                 self._listing_done = True
+
+    def _source_failed(self, exc: SourceError) -> None:
+        log.error("%s", exc)
+        self._source_errors.append(str(exc))
+
+    async def _produce_admitted(self, source: Source, send: MemoryObjectSendStream[_Job]) -> None:
+        # A reader task keeps a small buffer of listed targets, so each admission call gets every
+        # target that has arrived (up to a batch) without ever waiting for a batch to fill.
+        listed_send, listed_recv = anyio.create_memory_object_stream[Target](_ADMIT_BATCH)
+
+        async def read() -> None:
+            async with listed_send:
+                try:
+                    async for target in source.targets():
+                        await listed_send.send(target)
+                except SourceError as exc:
+                    self._source_failed(exc)
+
+        assert self._admit is not None
+        async with anyio.create_task_group() as tg, listed_recv:
+            tg.start_soon(read)
+            async for first in listed_recv:
+                batch = [first]
+                while len(batch) < _ADMIT_BATCH:
+                    try:
+                        batch.append(listed_recv.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                kept, dropped = await self._admit(batch)
+                self._listed += len(batch)
+                self._dropped.update(dropped)
+                for target, decided in kept:
+                    await send.send((target, source, decided))
 
     async def _work(
         self,
-        recv: MemoryObjectReceiveStream[tuple[Target, Source]],
+        recv: MemoryObjectReceiveStream[_Job],
         send: MemoryObjectSendStream[Verdict],
     ) -> None:
         # The hand-offs take the no-wait path when they can: a checkpoint per target costs more than
@@ -273,10 +316,10 @@ class Pipeline:
         async with recv, send:
             while not self._stopping:
                 try:
-                    target, source = recv.receive_nowait()
+                    target, source, decided = recv.receive_nowait()
                 except anyio.WouldBlock:
                     try:
-                        target, source = await recv.receive()
+                        target, source, decided = await recv.receive()
                     except anyio.EndOfStream:
                         return
                 except anyio.EndOfStream:
@@ -285,7 +328,7 @@ class Pipeline:
                     return
                 self._in_flight += 1
                 try:
-                    verdict = await self._job(target, source)
+                    verdict = await self._job(target, source, decided)
                 finally:
                     self._in_flight -= 1
                 if verdict is not None:
@@ -294,11 +337,10 @@ class Pipeline:
                     except anyio.WouldBlock:
                         await send.send(verdict)
 
-    async def _job(self, target: Target, source: Source) -> Verdict | None:
+    async def _job(self, target: Target, source: Source, decided: Outcome | None) -> Verdict | None:
         started = utcnow()
-        outcome = await self._decide(target, source)
+        outcome = decided if decided is not None else await self._decide(target, source)
         if outcome is None:
-            self._dropped += 1
             return None
         return Verdict.of(target, self._engine.name, outcome, started_at=started, finished_at=utcnow())
 
@@ -317,12 +359,6 @@ class Pipeline:
             )
         if engine.max_size is not None and target.size is not None and target.size > engine.max_size:
             return _too_large(engine, target.size)
-        if self._gate is not None:
-            decided = await self._gate(target)
-            if decided is False:
-                return None
-            if isinstance(decided, Outcome):
-                return decided
         try:
             return await engine.scan(target, source)
         except QuotaExhausted as exc:

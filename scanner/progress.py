@@ -34,7 +34,7 @@ _ORDER = ("infected", "suspicious", "vulnerable", "error", "unscannable", "skipp
 
 def format_counts(by_status: Mapping[str, int]) -> str:
     parts = [f"{by_status[k]:,} {k}" for k in _ORDER if by_status.get(k)]
-    return ", ".join(parts) or "nothing yet"
+    return ", ".join(parts) or "none"
 
 
 class Progress:

@@ -51,8 +51,9 @@ class NdjsonSink:
         if self._path is None:
             self._fd = 1
         else:
-            flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-            flags |= os.O_APPEND if self._append else os.O_TRUNC
+            flags = os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+            # appending reads the tail back to cut a torn last line, so it needs read access too
+            flags |= (os.O_RDWR | os.O_APPEND) if self._append else (os.O_WRONLY | os.O_TRUNC)
             try:
                 self._fd = os.open(self._path, flags, 0o644)
             except OSError as exc:
@@ -65,18 +66,21 @@ class NdjsonSink:
             self._repair_tail()
 
     def _repair_tail(self) -> None:
-        # A run killed by SIGKILL mid-write (or an older tool) may have left a partial last line.
+        # A run killed by SIGKILL mid-write (or an older tool) may have left a partial last line:
+        # cut the file back to just after its last newline.
         assert self._fd is not None
-        size = os.fstat(self._fd).st_size
-        if size == 0:
+        end = os.fstat(self._fd).st_size
+        if end == 0 or os.pread(self._fd, 1, end - 1) == b"\n":
             return
-        back = min(size, 1 << 16)
-        tail = os.pread(self._fd, back, size - back)
-        if tail.endswith(b"\n"):
-            return
-        cut = tail.rfind(b"\n")
-        keep = size - back + cut + 1 if cut >= 0 else (0 if back == size else size)
-        os.ftruncate(self._fd, keep)
+        pos = end
+        while pos > 0:
+            start = max(0, pos - (1 << 16))
+            cut = os.pread(self._fd, pos - start, start).rfind(b"\n")
+            if cut >= 0:
+                os.ftruncate(self._fd, start + cut + 1)
+                return
+            pos = start
+        os.ftruncate(self._fd, 0)
 
     async def write(self, verdicts: Sequence[Verdict], /) -> None:
         if self._fd is None:
@@ -100,6 +104,26 @@ class NdjsonSink:
             if start >= 0 and view.nbytes != len(data):
                 with contextlib.suppress(OSError):
                     os.ftruncate(fd, start)
+            raise SinkError(_describe(exc, self.name)) from None
+
+    @property
+    def path(self) -> str | None:
+        """The output file, when it is a regular file that a later run can resume."""
+        return self._path if self._regular else None
+
+    async def sync(self) -> int | None:
+        """Make every line written so far durable; returns the file's size (None for a pipe)."""
+        fd = self._fd
+        if fd is None or not self._regular:
+            return None
+
+        def flush() -> int:
+            os.fsync(fd)
+            return os.fstat(fd).st_size
+
+        try:
+            return await anyio.to_thread.run_sync(flush)
+        except OSError as exc:
             raise SinkError(_describe(exc, self.name)) from None
 
     async def aclose(self) -> None:

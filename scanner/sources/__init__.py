@@ -31,6 +31,8 @@ class SourceOptions:
     filters: TargetFilter = field(default_factory=TargetFilter)
     follow_symlinks: bool = False
     all_versions: bool = False
+    #: learn size and mtime of every local file while walking (a stat each), for --skip-unchanged
+    stat_files: bool = False
     #: the config file's ``[s3]`` table (endpoint_url, region, ...)
     s3: Mapping[str, Any] = field(default_factory=dict)
 
@@ -59,7 +61,9 @@ def build(spec: str, options: SourceOptions) -> Source:
         return importlib.import_module("scanner.sources.inventory").from_spec(spec[10:], options)  # type: ignore[no-any-return]
     if "://" in spec:
         raise SourceError(f"{spec}: unsupported source (use a path, s3://, inventory:, urls:, sites: or -)")
-    return LocalSource(spec, filters=options.filters, follow_symlinks=options.follow_symlinks)
+    return LocalSource(
+        spec, filters=options.filters, follow_symlinks=options.follow_symlinks, stat_files=options.stat_files
+    )
 
 
 def _s3() -> Any:

@@ -42,11 +42,17 @@ class LocalSource:
     kinds = frozenset({Kind.FILE})
 
     def __init__(
-        self, root: str, *, filters: TargetFilter | None = None, follow_symlinks: bool = False
+        self,
+        root: str,
+        *,
+        filters: TargetFilter | None = None,
+        follow_symlinks: bool = False,
+        stat_files: bool = False,
     ) -> None:
         self.root = os.path.abspath(root)
         self.filters = filters or TargetFilter()
         self.follow_symlinks = follow_symlinks
+        self.stat_files = stat_files
         self.skipped_special = 0
 
     def __repr__(self) -> str:
@@ -106,7 +112,7 @@ class LocalSource:
         seen: set[tuple[int, int]] = {(st.st_dev, st.st_ino)}
         follow = self.follow_symlinks
         filters = self.filters
-        needs_stat = filters.needs_stat
+        needs_stat = filters.needs_stat or self.stat_files
         prefix_len = len(root.rstrip(os.sep)) + 1
         stack = [root]
         while stack:

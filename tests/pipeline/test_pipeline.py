@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping, Sequence
 
 import anyio
 import pytest
@@ -122,21 +123,33 @@ async def test_check_rejects_a_run_that_can_never_work() -> None:
         p.check()
 
 
-async def test_gate_answers_drops_or_passes() -> None:
-    async def gate(t: Target) -> Outcome | bool | None:
-        n = int(t.target.split("//")[1])
-        if n % 3 == 0:
-            return Outcome(Status.CLEAN, cached=True)
-        if n % 3 == 1:
-            return False
-        return None
+async def test_admission_answers_drops_or_passes_in_batches() -> None:
+    batches: list[int] = []
+
+    async def admit(
+        targets: Sequence[Target],
+    ) -> tuple[list[tuple[Target, Outcome | None]], Mapping[str, int]]:
+        batches.append(len(targets))
+        kept: list[tuple[Target, Outcome | None]] = []
+        dropped = 0
+        for t in targets:
+            n = int(t.target.split("//")[1])
+            if n % 3 == 0:
+                kept.append((t, Outcome(Status.CLEAN, cached=True)))
+            elif n % 3 == 1:
+                dropped += 1
+            else:
+                kept.append((t, None))
+        return kept, {"unchanged": dropped}
 
     engine = ScriptedEngine()
     sink = MemorySink()
-    summary = await Pipeline([MemorySource(count=30)], engine, sink, max_at_once=2, gate=gate).run()
-    assert engine.calls == 10
-    assert summary.written == 20 and summary.dropped == 10
-    assert sum(v.cached for v in sink.verdicts) == 10
+    summary = await Pipeline([MemorySource(count=3000)], engine, sink, max_at_once=2, admit=admit).run()
+    assert engine.calls == 1000
+    assert summary.written == 2000 and summary.dropped == {"unchanged": 1000}
+    assert summary.listed == 3000
+    assert sum(v.cached for v in sink.verdicts) == 1000
+    assert max(batches) > 1  # targets reach admission in batches, not one by one
 
 
 async def test_source_failing_mid_listing_finishes_started_jobs_and_exits_2() -> None:

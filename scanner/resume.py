@@ -1,0 +1,123 @@
+"""Resume and incremental rescans: what the state store lets a run skip, and when it commits.
+
+:class:`Admission` is the pipeline's admission step. For each batch of listed targets it asks the
+store once and
+
+* drops a target whose line this very run already wrote (a resumed run: the output has it);
+* with ``skip_unchanged``, drops a target whose content version matches a verdict younger than
+  ``rescan_after`` (never one that ended in error or was skipped, and not an infected one when
+  ``rescan_infected``); with ``emit_skipped`` it writes a ``skipped`` line (``error.code =
+  "unchanged"``) instead of dropping it;
+* lets everything else through to the engine.
+
+:class:`Committer` is the writer's ``on_written`` hook. It buffers the targets of every batch that
+reached the sink and group-commits them: first the output is made durable (fsync), then the store
+records the group together with the output's offset. The line is the commit point.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from .model import ErrorInfo, Outcome, Status, Target, Verdict
+from .state import Run, StateStore, content_version, identity
+
+__all__ = ("Admission", "Committer", "Policy")
+
+log = logging.getLogger("scanner.resume")
+
+_NEVER_FINAL = frozenset({Status.ERROR, Status.SKIPPED})
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    skip_unchanged: bool = False
+    #: seconds a verdict stays good for --skip-unchanged
+    rescan_after: float = float("inf")
+    rescan_infected: bool = False
+    emit_skipped: bool = False
+
+
+class Admission:
+    def __init__(self, store: StateStore, engine: str, run: Run, policy: Policy) -> None:
+        self._store = store
+        self._engine = engine
+        self._run = run
+        self._policy = policy
+
+    async def __call__(
+        self, targets: Sequence[Target]
+    ) -> tuple[list[tuple[Target, Outcome | None]], Mapping[str, int]]:
+        policy = self._policy
+        if not self._run.resumed and not policy.skip_unchanged:
+            return [(t, None) for t in targets], {}
+        rows = await self._store.lookup(self._engine, [t for t in targets if t.error is None])
+        now = time.time()
+        kept: list[tuple[Target, Outcome | None]] = []
+        dropped: Counter[str] = Counter()
+        for t in targets:
+            row = rows.get(identity(t)) if t.error is None else None
+            if row is None:
+                kept.append((t, None))
+            elif self._run.resumed and row.run_id == self._run.run_id:
+                dropped["already done"] += 1
+            elif (
+                policy.skip_unchanged
+                and row.status not in _NEVER_FINAL
+                and row.version is not None
+                and row.version == content_version(t)
+                and now - row.scanned_at < policy.rescan_after
+                and not (policy.rescan_infected and row.status.is_finding)
+            ):
+                if policy.emit_skipped:
+                    since = datetime.fromtimestamp(row.scanned_at, UTC).isoformat(timespec="seconds")
+                    info = ErrorInfo(
+                        f"unchanged since it was found {row.status.value} at {since}", "unchanged"
+                    )
+                    kept.append((t, Outcome(Status.SKIPPED, error=info, sha256=row.sha256)))
+                else:
+                    dropped["unchanged"] += 1
+            else:
+                kept.append((t, None))
+        return kept, dropped
+
+
+Sync = Callable[[], Awaitable[int | None]]
+
+
+class Committer:
+    """Group commits: at most every ``interval`` seconds or ``max_rows`` verdicts, and at the end."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        run: Run,
+        *,
+        output: str | None,
+        sync: Sync | None,
+        interval: float = 1.0,
+        max_rows: int = 20_000,
+    ) -> None:
+        self._store = store
+        self._run = run
+        self._output = output
+        self._sync = sync
+        self._interval = interval
+        self._max_rows = max_rows
+        self._last = time.monotonic()
+
+    async def __call__(self, verdicts: Sequence[Verdict]) -> None:
+        self._store.record(verdicts, self._run.run_id)
+        if self._store.buffered >= self._max_rows or time.monotonic() - self._last >= self._interval:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Make the output durable, then record what it holds. Call shielded at the end of a run."""
+        offset = await self._sync() if self._sync is not None else None
+        await self._store.commit(self._output, self._run.run_id, offset)
+        self._last = time.monotonic()

@@ -1,0 +1,126 @@
+"""Resume and incremental rescans through the scanner command, with real kills."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+
+from scanner.testing import eicar
+
+from .conftest import run_scanner
+
+pytestmark = pytest.mark.slow
+
+
+def make_tree(root: Path, n: int) -> None:
+    for d in range(10):
+        (root / f"d{d}").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (root / f"d{i % 10}" / f"f{i}.txt").write_bytes(b"%d" % i)
+    (root / "d0" / "eicar.com").write_bytes(eicar())
+
+
+def lines_of(path: Path) -> list[dict[str, object]]:
+    data = path.read_bytes()
+    assert data == b"" or data.endswith(b"\n"), "a torn line"
+    return [orjson.loads(x) for x in data.splitlines()]
+
+
+def test_second_run_over_unchanged_tree_scans_nothing_and_a_touched_file_only_it(tmp_path: Path) -> None:
+    tree = tmp_path / "t"
+    make_tree(tree, 200)
+    state, out = tmp_path / "s.db", tmp_path / "out.ndjson"
+    args = ["scan", str(tree), "--state", str(state), "--output", str(out), "--skip-unchanged"]
+    first = run_scanner(args)
+    assert first.returncode == 1
+    assert len(lines_of(out)) == 201
+
+    second = run_scanner(args)
+    assert second.returncode == 0, second.stderr
+    assert lines_of(out) == []
+    assert b"201 unchanged" in second.stderr
+
+    touched = tree / "d3" / "f3.txt"
+    touched.write_bytes(b"new content")
+    os.utime(touched, (time.time() + 5, time.time() + 5))
+    third = run_scanner([*args, "--rescan-infected"])
+    assert third.returncode == 1
+    assert sorted(str(x["target"]) for x in lines_of(out)) == sorted(
+        [str(touched), str(tree / "d0/eicar.com")]
+    )
+
+    fourth = run_scanner([*args, "--emit-skipped"])
+    skipped = lines_of(out)
+    assert fourth.returncode == 0
+    assert len(skipped) == 201 and {x["verdict"] for x in skipped} == {"skipped"}
+    assert {x["error"]["code"] for x in skipped} == {"unchanged"}  # type: ignore[index]
+
+
+def test_skip_flags_need_state() -> None:
+    proc = run_scanner(["scan", ".", "--skip-unchanged"])
+    assert proc.returncode == 2
+    assert (
+        proc.stderr
+        == b"scanner: error: --skip-unchanged, --rescan-infected and --emit-skipped need --state\n"
+    )
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_sigkill_at_random_moments_then_resume_gives_exactly_one_line_each(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    tree = tmp_path / "t"
+    n = 6000
+    make_tree(tree, n)
+    state, out = tmp_path / "s.db", tmp_path / "out.ndjson"
+    args = [
+        sys.executable,
+        "-m",
+        "scanner",
+        "scan",
+        str(tree),
+        "--state",
+        str(state),
+        "--output",
+        str(out),
+        "-q",
+    ]
+    kills = 0
+    for _ in range(4):
+        proc = subprocess.Popen(args, stderr=subprocess.DEVNULL)
+        # kill once some lines are out (the run is under way), at a random point after that
+        deadline = time.monotonic() + 60
+        want = rng.randint(1, 40) * 100
+        while time.monotonic() < deadline and proc.poll() is None:
+            if out.exists() and out.stat().st_size > want * 150:
+                break
+            time.sleep(0.01)
+        time.sleep(rng.random() * 0.2)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    final = subprocess.run(args, capture_output=True, timeout=300, check=False)
+    assert final.returncode == 1, final.stderr
+    lines = lines_of(out)
+    counts = Counter(str(x["target"]) for x in lines)
+    assert len(counts) == n + 1, f"{n + 1 - len(counts)} targets have no line after {kills} kills"
+    assert max(counts.values()) == 1, [t for t, c in counts.items() if c > 1][:5]
+    assert kills >= 1
+
+
+def test_finished_run_is_not_resumed_a_new_report_starts(tmp_path: Path) -> None:
+    tree = tmp_path / "t"
+    make_tree(tree, 20)
+    args = ["scan", str(tree), "--state", str(tmp_path / "s.db"), "--output", str(tmp_path / "o.ndjson")]
+    assert run_scanner(args).returncode == 1
+    assert run_scanner(args).returncode == 1
+    assert len(lines_of(tmp_path / "o.ndjson")) == 21  # the second run rewrote the report, not appended

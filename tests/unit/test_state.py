@@ -1,0 +1,142 @@
+"""The state store on a real SQLite file: runs, lookups, group commits, reconcile, caches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from scanner.model import Finding, Kind, Outcome, Status, Target, Verdict, encode_verdict
+from scanner.resume import Admission, Policy
+from scanner.state import StateStore, content_version, identity
+
+pytestmark = pytest.mark.anyio
+
+
+def verdict(t: Target, status: Status = Status.CLEAN, sha: str | None = None) -> Verdict:
+    return Verdict.of(t, "yara", Outcome(status, (Finding("X"),) if status.is_finding else (), sha256=sha))
+
+
+def test_identity_and_version() -> None:
+    assert identity(Target(Kind.FILE, "/a")) == "file:/a"
+    assert identity(Target(Kind.S3, "s3://b/k", version_id="v1")) == "s3:s3://b/k#v1"
+    assert content_version(Target(Kind.FILE, "/a")) is None
+    assert content_version(Target(Kind.FILE, "/a", size=3, mtime=1.5)) == "m:3:1.5"
+    assert content_version(Target(Kind.S3, "s3://b/k", etag='"e"', size=3)) == 'e:"e":3'
+
+
+async def test_new_run_then_resume_then_finish(tmp_path: Path) -> None:
+    store = await StateStore.open(str(tmp_path / "s.db"))
+    out = tmp_path / "out.ndjson"
+    out.write_bytes(b"")
+    first = await store.begin_run(str(out), "yara")
+    assert not first.resumed
+    again = await store.begin_run(str(out), "yara")
+    assert again.resumed and again.run_id == first.run_id
+    assert not (await store.begin_run(str(out), "metadefender")).resumed  # another engine: a new run
+    fresh = await store.begin_run(str(out), "yara")
+    await store.finish_run(str(out), fresh.run_id)
+    assert not (await store.begin_run(str(out), "yara")).resumed
+    assert not (await store.begin_run(None, "yara")).resumed  # stdout can never resume
+    await store.aclose()
+
+
+async def test_commit_lookup_and_offset(tmp_path: Path) -> None:
+    store = await StateStore.open(str(tmp_path / "s.db"))
+    run = await store.begin_run(str(tmp_path / "o"), "yara")
+    targets = [Target(Kind.FILE, f"/f{i}", size=i, mtime=1.0) for i in range(1200)]
+    store.record([verdict(t) for t in targets[:1000]], run.run_id)
+    assert await store.lookup("yara", targets) == {}  # buffered, not yet committed
+    await store.commit(str(tmp_path / "o"), run.run_id, 4242)
+    rows = await store.lookup("yara", targets)
+    assert len(rows) == 1000  # lookups cross the 500-parameter chunks
+    assert rows["file:/f7"].version == "m:7:1.0" and rows["file:/f7"].run_id == run.run_id
+    assert await store.lookup("other-engine", targets) == {}
+    await store.aclose()
+    reopened = await StateStore.open(str(tmp_path / "s.db"))
+    (tmp_path / "o").write_bytes(b"")
+    assert (await reopened.begin_run(str(tmp_path / "o"), "yara")).committed_offset == 4242
+    await reopened.aclose()
+
+
+async def test_reconcile_records_lines_past_the_commit(tmp_path: Path) -> None:
+    store = await StateStore.open(str(tmp_path / "s.db"))
+    out = tmp_path / "out.ndjson"
+    committed = b"".join(encode_verdict(verdict(Target(Kind.FILE, f"/c{i}"))) for i in range(3))
+    extra = b"".join(encode_verdict(verdict(Target(Kind.FILE, f"/x{i}"))) for i in range(4))
+    out.write_bytes(committed + extra + b'{"target": "/torn')
+    run = await store.begin_run(str(out), "yara")
+    assert await store.reconcile(str(out), len(committed), run.run_id) == 4
+    rows = await store.lookup("yara", [Target(Kind.FILE, f"/x{i}") for i in range(4)])
+    assert len(rows) == 4 and all(r.run_id == run.run_id for r in rows.values())
+    await store.aclose()
+
+
+async def test_content_cache_and_pending_references(tmp_path: Path) -> None:
+    store = await StateStore.open(str(tmp_path / "s.db"))
+    run = await store.begin_run(None, "yara")
+    t = Target(Kind.FILE, "/a")
+    store.submitted("yara", t, {"data_id": "d-1"})
+    await store.commit()
+    assert await store.pending("yara", t) == {"data_id": "d-1"}
+    store.record([verdict(t, Status.INFECTED, sha="ab" * 32)], run.run_id)
+    await store.commit()
+    assert await store.pending("yara", t) is None  # the line is written: nothing in flight any more
+    hit = await store.cached("yara", "ab" * 32, max_age=3600)
+    assert hit is not None and hit.cached and hit.status is Status.INFECTED
+    assert [f.name for f in hit.findings] == ["X"]
+    assert await store.cached("yara", "ab" * 32, max_age=-1) is None
+    assert await store.cached("yara", "cd" * 32, max_age=3600) is None
+    await store.aclose()
+
+
+async def test_admission_policy(tmp_path: Path) -> None:
+    store = await StateStore.open(str(tmp_path / "s.db"))
+    old = await store.begin_run(None, "yara")
+    same = Target(Kind.FILE, "/same", size=1, mtime=1.0)
+    changed = Target(Kind.FILE, "/changed", size=2, mtime=2.0)
+    failed = Target(Kind.FILE, "/failed", size=1, mtime=1.0)
+    bad = Target(Kind.FILE, "/bad", size=1, mtime=1.0)
+    store.record(
+        [
+            verdict(same),
+            verdict(Target(Kind.FILE, "/changed", size=2, mtime=1.0)),
+            verdict(failed, Status.ERROR),
+            verdict(bad, Status.INFECTED),
+        ],
+        old.run_id,
+    )
+    await store.commit()
+    run = await store.begin_run(None, "yara")
+    batch = [same, changed, failed, bad]
+
+    async def admitted(policy: Policy) -> tuple[set[str], dict[str, int]]:
+        kept, dropped = await Admission(store, "yara", run, policy)(batch)
+        return {t.target for t, _ in kept}, dict(dropped)
+
+    assert await admitted(Policy()) == ({"/same", "/changed", "/failed", "/bad"}, {})
+    assert await admitted(Policy(skip_unchanged=True)) == ({"/changed", "/failed"}, {"unchanged": 2})
+    assert await admitted(Policy(skip_unchanged=True, rescan_infected=True)) == (
+        {"/changed", "/failed", "/bad"},
+        {"unchanged": 1},
+    )
+    assert await admitted(Policy(skip_unchanged=True, rescan_after=-1)) == (
+        {"/same", "/changed", "/failed", "/bad"},
+        {},
+    )
+    kept, _ = await Admission(store, "yara", run, Policy(skip_unchanged=True, emit_skipped=True))(batch)
+    decided = {t.target: o for t, o in kept}
+    assert decided["/same"] is not None and decided["/same"].status is Status.SKIPPED
+    assert decided["/same"].error is not None and decided["/same"].error.code == "unchanged"
+    assert decided["/changed"] is None
+    await store.aclose()
+
+
+async def test_a_file_that_is_not_a_database_is_a_config_error(tmp_path: Path) -> None:
+    from scanner.errors import ConfigError
+
+    bogus = tmp_path / "s.db"
+    bogus.write_bytes(orjson.dumps({"not": "sqlite"}) * 100)
+    with pytest.raises(ConfigError, match="state store"):
+        await StateStore.open(str(bogus))
