@@ -19,6 +19,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import contextlib
+import os
+import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -26,7 +29,7 @@ from xml.sax.saxutils import escape
 
 from aiohttp import web
 
-__all__ = ("Faults", "StubBucket", "make_app", "serve")
+__all__ = ("Faults", "StubBucket", "bench_env", "make_app", "serve", "spawn")
 
 _HEAD = (
     '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -72,6 +75,8 @@ class StubBucket:
         keys.sort()
         self.keys = keys
         self.key_set = frozenset(keys)
+        # each key's <Contents> element, rendered once: a page is then a join, not 1,000 formats
+        self.items = [_ITEM.format(key=escape(k), etag=_ETAG, size=self.size_of(k)) for k in keys]
         self.body = b"\xab" * self.object_size
 
     def size_of(self, key: str) -> int:
@@ -81,46 +86,48 @@ class StubBucket:
 
     def page(
         self, prefix: str, start: str, delimiter: str, max_keys: int
-    ) -> tuple[list[str], list[str], str | None]:
-        """Keys and common prefixes after ``start`` under ``prefix``; the last key is the next token."""
-        keys, out, common = self.keys, [], []
+    ) -> tuple[range | list[int], list[str], str | None]:
+        """Indices of the keys and the common prefixes after ``start`` under ``prefix``; the last one
+        returned is the next continuation token (None on the last page)."""
+        keys = self.keys
+        end = bisect.bisect_left(keys, prefix[:-1] + chr(ord(prefix[-1]) + 1)) if prefix else len(keys)
         if delimiter and start.endswith(delimiter) and start.startswith(prefix):
             # the token was a common prefix: resume after everything under it
             i = bisect.bisect_left(keys, start[:-1] + chr(ord(delimiter) + 1))
         else:
             i = bisect.bisect_right(keys, start) if start else bisect.bisect_left(keys, prefix)
+        if not delimiter:
+            stop = min(i + max_keys, end)
+            return range(i, stop), [], (keys[stop - 1] if stop < end else None)
+        out: list[int] = []
+        common: list[str] = []
         last = None
-        while i < len(keys) and len(out) + len(common) < max_keys:
+        while i < end and len(out) + len(common) < max_keys:
             key = keys[i]
-            if not key.startswith(prefix):
-                break
-            cut = key.find(delimiter, len(prefix)) if delimiter else -1
+            cut = key.find(delimiter, len(prefix))
             if cut >= 0:
-                cp = key[: cut + 1]
-                common.append(cp)
-                last = cp
-                i = bisect.bisect_left(keys, cp[:-1] + chr(ord(delimiter) + 1))
+                last = key[: cut + 1]
+                common.append(last)
+                i = bisect.bisect_left(keys, last[:-1] + chr(ord(delimiter) + 1))
                 continue
-            out.append(key)
+            out.append(i)
             last = key
             i += 1
-        more = i < len(keys) and keys[i].startswith(prefix)
-        return out, common, (last if more else None)
+        return out, common, (last if i < end else None)
 
 
 def _listing_xml(
-    b: StubBucket, prefix: str, keys: list[str], common: list[str], nxt: str | None, mx: int
+    b: StubBucket, prefix: str, idx: range | list[int], common: list[str], nxt: str | None, mx: int
 ) -> str:
-    parts = [
-        _HEAD.format(
-            bucket=b.name,
-            prefix=escape(prefix),
-            count=len(keys) + len(common),
-            max=mx,
-            truncated="true" if nxt else "false",
-        )
-    ]
-    parts.extend(_ITEM.format(key=escape(k), etag=_ETAG, size=b.size_of(k)) for k in keys)
+    head = _HEAD.format(
+        bucket=b.name,
+        prefix=escape(prefix),
+        count=len(idx) + len(common),
+        max=mx,
+        truncated="true" if nxt else "false",
+    )
+    items = b.items
+    parts = [head, *(items[i] for i in idx)]
     parts.extend(f"<CommonPrefixes><Prefix>{escape(c)}</Prefix></CommonPrefixes>" for c in common)
     if nxt:
         parts.append(f"<NextContinuationToken>{escape(nxt)}</NextContinuationToken>")
@@ -208,6 +215,34 @@ async def serve(bucket: StubBucket, port: int = 0) -> tuple[web.AppRunner, int]:
     await site.start()
     sockets = site._server.sockets if site._server else ()  # type: ignore[union-attr]
     return runner, int(sockets[0].getsockname()[1])
+
+
+@contextlib.contextmanager
+def spawn(*args: str) -> Iterator[str]:
+    """Run the stub as a separate process (its CPU is then not the client's); yields its endpoint URL."""
+    proc = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), *args], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def bench_env(endpoint: str) -> None:
+    """Point the standard AWS chain at the stub, as a user points it at MinIO."""
+    os.environ.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",  # noqa: S106 - the stub checks no signature
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+        os.environ.pop(var, None)
 
 
 def main() -> None:
