@@ -35,6 +35,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from yarl import URL
 
+from .._http import RetryPolicy, full_jitter
 from ._s3xml import ListPage, parse_error, parse_listing
 
 __all__ = ("AWS_HOST", "S3ResponseError", "S3Wire")
@@ -77,6 +78,7 @@ class S3Wire:
         max_attempts: int = 4,
         backoff: float = 0.1,
         max_backoff: float = 5.0,
+        rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self._session = session
@@ -85,8 +87,10 @@ class S3Wire:
         self.region = region
         self.path_style = path_style
         self.max_attempts = max_attempts
-        self._backoff = backoff
-        self._max_backoff = max_backoff
+        # the shared HTTP layer's policy and jitter; its VendorClient loop does not fit S3 (a 403 there
+        # halts the run, bodies are read whole, and each S3 attempt must be signed afresh)
+        self._policy = RetryPolicy(attempts=max_attempts, base=backoff, cap=max_backoff)
+        self._rng = rng or random.Random()
         self._sleep = sleep
         self._regions: dict[str, str] = {}
         self._endpoints: dict[str, str] = {}
@@ -127,8 +131,8 @@ class S3Wire:
         if response is not None:
             hint = response.headers.get("Retry-After", "")
             if hint.isdigit():
-                return min(float(hint), self._max_backoff * 4)
-        return random.uniform(0, min(self._max_backoff, self._backoff * 2**attempt))
+                return min(float(hint), self._policy.cap * 4)
+        return full_jitter(attempt - 1, self._policy, self._rng)
 
     @asynccontextmanager
     async def get(
