@@ -102,3 +102,11 @@ async def test_signature_covers_the_url_as_sent() -> None:
     assert headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
     assert "SignedHeaders=host;if-match;x-amz-content-sha256;x-amz-date" in headers["Authorization"]
     assert "secret" not in repr(w)
+
+
+def test_the_example_config_validates() -> None:
+    import tomllib
+    from pathlib import Path
+
+    table = tomllib.loads((Path(__file__).parents[2] / "configs" / "s3.toml").read_text())["s3"]
+    assert S3Config.from_table(table) == S3Config()
