@@ -113,6 +113,8 @@ class LocalSource:
         follow = self.follow_symlinks
         filters = self.filters
         needs_stat = filters.needs_stat or self.stat_files
+        # Without globs or a stat (the common case) a file needs no relative path and no filter call.
+        plain = not (filters.include or filters.exclude or needs_stat)
         prefix_len = len(root.rstrip(os.sep)) + 1
         stack = [root]
         while stack:
@@ -125,8 +127,11 @@ class LocalSource:
             subdirs = []
             with entries:
                 for entry in entries:
-                    rel = entry.path[prefix_len:]
                     try:
+                        if plain and entry.is_file(follow_symlinks=follow):
+                            yield Target(Kind.FILE, entry.path)
+                            continue
+                        rel = entry.path[prefix_len:]
                         if entry.is_dir(follow_symlinks=follow):
                             if filters.excludes_dir(rel):
                                 continue
