@@ -29,6 +29,7 @@ Assumptions where the documents are silent:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import posixpath
@@ -188,9 +189,7 @@ class MetaDefenderEngine:
         if shared:
             vendor = dict(outcome.vendor or {})
             vendor["deduplicated"] = True
-            outcome = Outcome(
-                outcome.status, outcome.findings, outcome.error, outcome.sha256, outcome.size, vendor
-            )
+            outcome = dataclasses.replace(outcome, vendor=vendor)
         return outcome
 
     async def _resolve(
@@ -294,12 +293,18 @@ class MetaDefenderEngine:
     ) -> Outcome:
         status, findings, error = wire.map_result(code, threats)
         vendor = {"data_id": data_id, "sha256": staged.sha256, "scan_all_result_i": code, "via": via}
-        return Outcome(status, findings, error, staged.sha256, staged.size, vendor)
+        return Outcome(status, findings, error, sha256=staged.sha256, size=staged.size, vendor=vendor)
 
     def _too_large(self, staged: Staged, limit: int | None) -> Outcome:
         mb = "" if limit is None else f" ({limit // (1024 * 1024)} MB)"
         error = ErrorInfo(f"larger than this key's upload limit{mb}", code="too_large")
-        return Outcome(Status.UNSCANNABLE, (), error, staged.sha256, staged.size, {"sha256": staged.sha256})
+        return Outcome(
+            Status.UNSCANNABLE,
+            error=error,
+            sha256=staged.sha256,
+            size=staged.size,
+            vendor={"sha256": staged.sha256},
+        )
 
     def _unexpected(self, what: str, status: int, body: bytes) -> EngineError:
         err = wire.parse_error(body)

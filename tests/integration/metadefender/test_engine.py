@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import pytest
 
 from scanner.model import Kind, Status, Target
@@ -147,3 +148,18 @@ async def test_large_non_local_bodies_are_spooled_to_disk_and_removed(tmp_path: 
     assert any(name.startswith("scanner-spool-") for name in seen)  # on disk while uploading
     assert list(tmp_path.iterdir()) == []  # and gone afterwards
     assert sim.state.upload_bytes == len(big)
+
+
+async def test_cancelling_a_scan_mid_poll_leaves_nothing_held_and_a_twin_takes_over() -> None:
+    async with simulator(scan_seconds=0.5) as sim:
+        source, targets = memory({"first": b"same bytes", "second": b"same bytes"})
+        async with create(sim.config()) as engine:
+            with anyio.move_on_after(0.2):
+                await engine.scan(targets[0], source)
+                pytest.fail("the scan should still be polling")
+            assert engine.limits.statistics().in_flight == 0
+            assert engine.http.statistics().in_flight == 0
+            out = await engine.scan(targets[1], source)  # the same content, after its owner was cancelled
+    assert out.status is Status.CLEAN
+    assert sim.state.hash_requests == 2
+    assert sim.state.uploads == 1  # the second lookup found the first upload, still running, and polled it
