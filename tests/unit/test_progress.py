@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import io
+
+import anyio
+import pytest
+
+from scanner.pipeline import PipelineStatistics
+from scanner.progress import Progress, format_counts
+
+pytestmark = pytest.mark.anyio
+
+
+class FakePipeline:
+    def __init__(self) -> None:
+        self.written = 0
+
+    def statistics(self) -> PipelineStatistics:
+        self.written += 100
+        return PipelineStatistics(
+            listed=1000,
+            in_flight=7,
+            written=self.written,
+            max_at_once=8,
+            listing_done=True,
+            elapsed=1.0,
+            by_status={"clean": self.written - 1, "infected": 1},
+        )
+
+
+def test_counts_put_findings_first() -> None:
+    assert format_counts({"clean": 5, "infected": 1, "error": 2}) == "1 infected, 2 error, 5 clean"
+    assert format_counts({}) == "none"
+
+
+async def test_plain_lines_for_logs_with_rate_and_eta() -> None:
+    out = io.StringIO()
+    progress = Progress("auto", interval=0.05, stream=out)  # a StringIO is not a terminal: plain
+    assert progress.mode == "plain"
+    with anyio.move_on_after(0.18):
+        await progress.run(FakePipeline())
+    lines = out.getvalue().splitlines()
+    assert len(lines) >= 2
+    assert lines[-1].startswith("scanner: progress ")
+    assert "/1,000 done" in lines[-1] and "7 in flight" in lines[-1] and "eta" in lines[-1]
+    assert "1 infected" in lines[-1]
+
+
+async def test_none_prints_nothing() -> None:
+    out = io.StringIO()
+    with anyio.move_on_after(0.1):
+        await Progress("none", interval=0.01, stream=out).run(FakePipeline())
+    assert out.getvalue() == ""
