@@ -47,9 +47,12 @@ _ETAG = "0" * 32
 @dataclass
 class Faults:
     """Scripted misbehaviour. ``slowdown`` answers the first N requests with 503 SlowDown; ``denied``
-    keys answer 403; ``truncate`` keys send half their body and drop the connection."""
+    keys answer 403; ``truncate`` keys send half their body and drop the connection; ``list_error``
+    (status, code) answers every listing request, as S3 does for refused credentials or no
+    ``s3:ListBucket``."""
 
     slowdown: int = 0
+    list_error: tuple[int, str] | None = None
     denied: frozenset[str] = frozenset()
     truncate: frozenset[str] = frozenset()
     requests: int = 0
@@ -156,6 +159,8 @@ def make_app(bucket: StubBucket) -> web.Application:
         if name != bucket.name:
             return _error(404, "NoSuchBucket", "The specified bucket does not exist")
         if not key:
+            if f.list_error is not None:
+                return _error(f.list_error[0], f.list_error[1], "refused")
             q = request.query
             if q.get("list-type") != "2":
                 return _error(501, "NotImplemented", "only ListObjectsV2")

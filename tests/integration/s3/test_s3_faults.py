@@ -169,3 +169,26 @@ async def test_big_object_streams_in_bounded_chunks(served: Any) -> None:
         assert largest <= 1 << 20
     finally:
         await src.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("status", "code", "expected"),
+    [(403, "InvalidAccessKeyId", "credentials"), (403, "SignatureDoesNotMatch", "credentials"),
+     (403, "AccessDenied", "access_denied"), (404, "NoSuchBucket", "no_bucket")],
+)  # fmt: skip
+@pytest.mark.parametrize("concurrency", [1, 8])
+async def test_refused_listing_is_one_source_error(
+    served: Any, status: int, code: str, expected: str, concurrency: int
+) -> None:
+    bucket = stub.StubBucket(prefixes=2, per_prefix=5, faults=stub.Faults(list_error=(status, code)))
+    src = s3_source(await served(bucket, list_concurrency=concurrency))
+    try:
+        with pytest.raises(SourceError) as info:
+            [t async for t in src.targets()]
+        assert info.value.code == expected
+        assert str(info.value).startswith("s3://bench/: ")
+        wire = await src._conn.wire()
+        assert wire.retries == 0  # refusals are not retried
+    finally:
+        await src.aclose()

@@ -205,3 +205,13 @@ def test_unknown_s3_config_key_is_rejected() -> None:
 def test_uri_without_bucket_is_rejected() -> None:
     with pytest.raises(SourceError, match="no bucket"):
         build("s3:///key", SourceOptions())
+
+
+@pytest.mark.anyio
+async def test_aws_endpoint_url_s3_is_honoured(
+    bucket: dict[str, bytes], moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_endpoint)
+    targets = await collect(source(f"s3://{BUCKET}/p05/"))
+    assert {t.key for t in targets} == {k for k in bucket if k.startswith("p05/")}
