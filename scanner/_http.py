@@ -105,9 +105,13 @@ class RetryPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    """Per-phase timeouts in seconds: pool wait, connect (incl. TLS), each read, whole request."""
+    """Per-phase timeouts in seconds: pool wait + connect, connect (incl. TLS), each read, whole request.
 
-    pool: float | None = 60.0
+    ``pool`` is None by default: waiting for a free pooled connection is backpressure (every job
+    shares the pool), not a failure, so only the connect itself and each read are bounded.
+    """
+
+    pool: float | None = None
     connect: float = 10.0
     read: float = 60.0
     total: float | None = None
