@@ -279,8 +279,14 @@ class VendorClient:
         headers: Mapping[str, str] | None = None,
         json: Any = None,
         data: Body = None,
+        replay_safe: bool = True,
     ) -> Response:
-        """Send one logical request with retries; see the module docstring for what it raises."""
+        """Send one logical request with retries; see the module docstring for what it raises.
+
+        ``replay_safe=False`` (an upload that costs quota) turns a failure after the request may have
+        reached the server (reset, timeout) into TransportError ``code="transport_unconfirmed"``, not
+        retried, so the adapter can check whether it landed before sending it again.
+        """
         url = f"{self.base_url}{path}"
         where = f"{self.vendor}: {method} {self.redact.url(url)}"
         waited = 0.0
@@ -291,7 +297,15 @@ class VendorClient:
             attempt += 1
             try:
                 return await self._attempt(
-                    method, url, where, (route, cost, paced, family), headers, json, data, attempt
+                    method,
+                    url,
+                    where,
+                    (route, cost, paced, family),
+                    headers,
+                    json,
+                    data,
+                    attempt,
+                    replay_safe,
                 )
             except QuotaExhausted as exc:
                 raise QuotaExhausted(f"{self.vendor}: {exc.message}", reset_at=exc.reset_at) from None
@@ -332,6 +346,7 @@ class VendorClient:
         json: Any,
         data: Body,
         attempt: int,
+        replay_safe: bool,
     ) -> Response:
         session = self._session
         if session is None:
@@ -360,8 +375,18 @@ class VendorClient:
                 error = TransportError(f"{where}: TLS handshake failed", code="tls")
                 error.retryable = False
                 raise error from None
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            except aiohttp.ClientConnectorError as exc:
+                # never connected, so never received: always safe to send again
                 raise _Retry(TransportError(f"{where}: {self._describe(exc)}")) from None
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                error = TransportError(f"{where}: {self._describe(exc)}")
+                if not replay_safe:
+                    # the server may have acted on it (an upload charged to the quota): the adapter
+                    # decides whether sending it again is right, so this one is not retried here
+                    error.retryable = False
+                    error.code = "transport_unconfirmed"
+                    raise error from None
+                raise _Retry(error) from None
             finally:
                 self._in_flight -= 1
                 # aiohttp stops at Content-Length without exhausting a streamed body: close it here

@@ -25,6 +25,8 @@ Assumptions where the documents are silent:
   infected hit gets a finding named after the result code.
 * A hit still in progress (code 255) is polled by its ``data_id``, not uploaded again.
 * Code 11 ("aborted") is an ``error`` marked retryable; the engine does not re-upload by itself.
+* An upload whose answer is lost (reset, timeout after sending) may have been charged: the engine
+  looks the hash up before uploading again, and uploads at most twice.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import pydantic
 
 from .._http import RetryPolicy, Timeouts, VendorClient
 from ..config import EngineConfig
-from ..errors import EngineError, ProtocolError, ServerError
+from ..errors import EngineError, ProtocolError, ServerError, TransportError
 from ..model import ErrorInfo, Finding, Kind, Outcome, Status, Target
 from ..ratelimit import Clock, MonotonicClock, RateLimits
 from ..sources._base import Source
@@ -58,6 +60,8 @@ log = logging.getLogger("scanner.engines.metadefender")
 _F = pydantic.Field
 #: the families the documents name for uploads and hash lookups; the answers' X-RateLimit-For rules
 _PREVENTION, _REPUTATION = "prevention_api", "reputation_api"
+#: uploads of one content: a lost answer is followed by a hash check, then one more upload at most
+_UPLOAD_TRIES = 2
 
 
 class Config(EngineConfig):
@@ -245,16 +249,28 @@ class MetaDefenderEngine:
         }
         if self.config.rule:
             headers["rule"] = self.config.rule
-        resp = await self.http.request(
-            "POST",
-            "/v4/file",
-            route="upload",
-            cost=1,
-            paced=True,
-            family=_PREVENTION,
-            headers=headers,
-            data=staged.chunks,
-        )
+        for attempt in range(_UPLOAD_TRIES):
+            try:
+                resp = await self.http.request(
+                    "POST",
+                    "/v4/file",
+                    route="upload",
+                    cost=1,
+                    paced=True,
+                    family=_PREVENTION,
+                    headers=headers,
+                    data=staged.chunks,
+                    replay_safe=False,
+                )
+                break
+            except TransportError as exc:
+                if exc.code != "transport_unconfirmed" or attempt + 1 == _UPLOAD_TRIES:
+                    raise
+                # the upload may have landed (and been charged): ask before sending it again
+                log.info("%s; checking whether it arrived before uploading again", exc)
+                item = await self._hashes.get(staged.sha256)
+                if item.found:
+                    return item.data_id
         self.counts["uploads"] += 1
         if resp.status == 400:
             err = wire.parse_error(resp.body)

@@ -20,12 +20,14 @@ What it does, per key:
 * ``POST /v4/hash``: 1..1000 hashes, the documented 400 texts otherwise; misses are code 5 with a null
   data_id and ``total_detected_avs: -1``; ``includescandetails: 1`` adds ``scan_details``.
 * ``GET /_sim/stats`` (simulator only, no key) returns the counters as JSON.
-* ``latency`` seconds are added to every answer; ``fail_uploads`` answers the first uploads with 500.
+* ``latency`` seconds are added to every answer; ``fail_uploads`` answers the first uploads with 500;
+  ``drop_uploads`` accepts the first uploads and drops the connection without an answer.
   :class:`SimState` counts what tests and benchmarks assert on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import math
@@ -62,6 +64,7 @@ OPTIONS: dict[str, tuple[type, Any, str]] = {
     "bad_key_limit": (int, 3, "bad-key requests from one IP before it is blocked"),
     "block_seconds": (float, 3600.0, "how long a blocked IP gets 403"),
     "fail_uploads": (int, 0, "answer the first N uploads with HTTP 500 (fault injection)"),
+    "drop_uploads": (int, 0, "accept the first N uploads, then drop the connection unanswered"),
 }
 
 _PREVENTION, _REPUTATION = "prevention_api", "reputation_api"
@@ -109,6 +112,7 @@ class SimState:
     polls: int = 0
     apikey_requests: int = 0
     failed_uploads: int = 0
+    dropped_uploads: int = 0
     unauthorized: int = 0
     forbidden: int = 0
     quota_429: int = 0
@@ -370,6 +374,12 @@ def make_app(**options: Any) -> web.Application:
         name = unquote(request.headers.get("filename", ""))
         rep = state.add(sha.hexdigest(), code, threat, size, name)
         rep.sha1, rep.md5 = sha1.hexdigest().upper(), md5.hexdigest().upper()
+        if state.dropped_uploads < opts["drop_uploads"]:
+            # accepted and charged, but the answer is lost: the client cannot know it landed
+            state.dropped_uploads += 1
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError
         return _json(
             {
                 "data_id": rep.data_id,

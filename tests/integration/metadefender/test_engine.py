@@ -163,3 +163,36 @@ async def test_cancelling_a_scan_mid_poll_leaves_nothing_held_and_a_twin_takes_o
     assert out.status is Status.CLEAN
     assert sim.state.hash_requests == 2
     assert sim.state.uploads == 1  # the second lookup found the first upload, still running, and polled it
+
+
+async def test_an_upload_whose_answer_is_lost_is_checked_before_it_is_sent_again() -> None:
+    async with simulator(drop_uploads=1) as sim:
+        source, targets = memory({"a": eicar()})
+        async with create(sim.config()) as engine:
+            out = await engine.scan(targets[0], source)
+    assert out.status is Status.INFECTED
+    assert sim.state.dropped_uploads == 1
+    assert sim.state.uploads == 1  # the lost answer's upload counted, and no second upload was sent
+    assert sim.state.hash_requests == 2  # the first lookup, then the check after the lost answer
+
+
+async def test_a_lost_answer_for_an_upload_that_did_not_land_uploads_once_more() -> None:
+    async with simulator(fail_uploads=0) as sim:
+        source, targets = memory({"a": b"never arrived"})
+        async with create(sim.config()) as engine:
+            real = engine.http.request
+            lost = 0
+
+            async def flaky(method: str, path: str, **kw: object) -> object:
+                nonlocal lost
+                if path == "/v4/file" and not lost:
+                    lost += 1
+                    from scanner.errors import TransportError
+
+                    raise TransportError("simulated reset", code="transport_unconfirmed")
+                return await real(method, path, **kw)  # type: ignore[arg-type]
+
+            engine.http.request = flaky  # type: ignore[method-assign]
+            out = await engine.scan(targets[0], source)
+    assert out.status is Status.CLEAN
+    assert sim.state.uploads == 1
