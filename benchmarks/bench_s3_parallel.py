@@ -8,6 +8,9 @@ trip for a ListObjectsV2 page).
 Baseline: the same source listing sequentially (``list_concurrency = 1``, one page after another, in
 key order), same server, same run.
 
+Also shown (no goal): a flat key space of 80,000 hex-named keys at the root, where the parallel
+listing reads the first page and then lists 62 start-after ranges (cut at the next character).
+
 Goal (issue 3): >= 3x.
 
 Run: ``.venv/bin/python benchmarks/bench_s3_parallel.py``
@@ -58,6 +61,11 @@ def main() -> None:
         bench_env(endpoint)
         seq = measure("sequential listing (baseline)", 1)
         par = measure("parallel listing, 16 tasks", 16)
+    with spawn(*args, "--flat") as endpoint:
+        bench_env(endpoint)
+        flat_seq = measure("flat keys: sequential listing", 1)
+        flat_par = measure("flat keys: parallel listing, 16 tasks", 16)
+    print(f"ratio flat keys, parallel / sequential: {flat_seq / flat_par:.1f}x (no goal)")
     print(f"ratio parallel / sequential at {LATENCY_MS} ms a request: {seq / par:.1f}x (goal >= {GOAL:.0f}x)")
     sys.exit(0 if seq / par >= GOAL else 1)
 

@@ -69,9 +69,15 @@ class StubBucket:
     objects: Mapping[str, bytes] = field(default_factory=dict)
     latency: float = 0.0
     faults: Faults = field(default_factory=Faults)
+    #: no prefixes: ``prefixes * per_prefix`` hex-named keys at the root, as UUID-named uploads
+    flat: bool = False
 
     def __post_init__(self) -> None:
-        keys = [f"p{p:03d}/k{i:08d}.bin" for p in range(self.prefixes) for i in range(self.per_prefix)]
+        if self.flat:
+            n = self.prefixes * self.per_prefix
+            keys = [f"{(i * 2654435761) % 2**32:08x}-{i:08d}.bin" for i in range(n)]
+        else:
+            keys = [f"p{p:03d}/k{i:08d}.bin" for p in range(self.prefixes) for i in range(self.per_prefix)]
         keys.extend(self.objects)
         if self.big_size:
             keys.append("big.bin")
@@ -258,6 +264,7 @@ def main() -> None:
     p.add_argument("--big-size", type=int, default=0)
     p.add_argument("--latency-ms", type=float, default=0.0)
     p.add_argument("--port", type=int, default=0)
+    p.add_argument("--flat", action="store_true", help="hex-named keys at the root, no prefixes")
     a = p.parse_args()
     bucket = StubBucket(
         prefixes=a.prefixes,
@@ -265,6 +272,7 @@ def main() -> None:
         object_size=a.object_size,
         big_size=a.big_size,
         latency=a.latency_ms / 1000,
+        flat=a.flat,
     )
 
     async def run() -> None:

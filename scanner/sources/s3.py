@@ -29,10 +29,10 @@ are ordinary objects: each is a target and gets its own line.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import aiohttp
 import anyio
@@ -226,7 +226,9 @@ class S3Source:
 
     # Listing proper.
 
-    async def _pages(self, prefix: str, delimiter: str | None) -> AsyncIterator[ListPage]:
+    async def _pages(
+        self, prefix: str, delimiter: str | None, start_after: str | None = None
+    ) -> AsyncGenerator[ListPage, None]:
         wire = await self._conn.wire()
         marker: str | tuple[str, str] | None = None
         while True:
@@ -236,6 +238,7 @@ class S3Source:
                     prefix,
                     versions=self.all_versions,
                     marker=marker,
+                    start_after=start_after if marker is None else None,
                     delimiter=delimiter,
                     max_keys=self.page_size,
                 )
@@ -273,9 +276,9 @@ class S3Source:
         self.listed += len(page.objects)
         return out
 
-    async def _fan_out(self, send: MemoryObjectSendStream[list[Target]]) -> None:
+    async def _fan_out(self, send: _Batches) -> None:
         async with send:
-            work_send, work_receive = anyio.create_memory_object_stream[str](self.list_concurrency)
+            work_send, work_receive = anyio.create_memory_object_stream[_Part](self.list_concurrency)
             async with anyio.create_task_group() as tg:
                 async with work_receive:
                     for _ in range(self.list_concurrency):
@@ -283,44 +286,86 @@ class S3Source:
                 async with work_send:
                     await self._split(self.prefix, 0, work_send, send)
 
-    async def _worker(
-        self, work: MemoryObjectReceiveStream[str], send: MemoryObjectSendStream[list[Target]]
-    ) -> None:
+    async def _worker(self, work: MemoryObjectReceiveStream[_Part], send: _Batches) -> None:
         async with work, send:
-            async for prefix in work:
-                async for page in self._pages(prefix, None):
-                    batch = self._select(page)
-                    if batch:
-                        await send.send(batch)
+            async for part in work:
+                async with aclosing(self._pages(part.prefix, None, part.start_after)) as pages:
+                    async for page in pages:
+                        objects = page.objects
+                        past_end = part.stop is not None and bool(objects) and objects[-1].key > part.stop
+                        if past_end:
+                            objects = tuple(o for o in objects if o.key <= (part.stop or ""))
+                            page = ListPage(objects, page.prefixes, None)
+                        batch = self._select(page)
+                        if batch:
+                            await send.send(batch)
+                        if past_end:
+                            break
 
     async def _split(
-        self,
-        prefix: str,
-        depth: int,
-        work: MemoryObjectSendStream[str],
-        send: MemoryObjectSendStream[list[Target]],
+        self, prefix: str, depth: int, work: MemoryObjectSendStream[_Part], send: _Batches
     ) -> None:
         """List ``prefix`` with delimiter ``/``: send its own objects, hand each sub-prefix to a worker.
-        A lone sub-prefix with no objects beside it is split again instead (up to _MAX_DESCENT)."""
+
+        A lone sub-prefix with no objects beside it is split again instead (up to _MAX_DESCENT). When
+        the first page is full of objects (a flat key space, such as UUID names), the rest of the
+        prefix is cut into ranges by the next character and the ranges are listed in parallel
+        (start-after ... up to the next boundary); not for version listings, whose pages may end in
+        the middle of one key's versions.
+        """
         held: str | None = None
         first = True
-        async for page in self._pages(prefix, "/"):
-            batch = self._select(page)
-            if batch:
-                await send.send(batch)
-            subs = [p for p in page.prefixes if not self._excluded(p)]
-            if first and page.next is None and not page.objects and len(subs) == 1 and depth < _MAX_DESCENT:
-                held = subs[0]  # the only page: split the lone sub-prefix instead of listing it whole
-                continue
-            first = False
-            for sub in subs:
-                await work.send(sub)
+        async with aclosing(self._pages(prefix, "/")) as pages:
+            async for page in pages:
+                batch = self._select(page)
+                if batch:
+                    await send.send(batch)
+                subs = [p for p in page.prefixes if not self._excluded(p)]
+                lone = not page.objects and len(subs) == 1 and depth < _MAX_DESCENT
+                if first and page.next is None and lone:
+                    held = subs[0]  # the only page: split the lone sub-prefix instead of listing it whole
+                    continue
+                for sub in subs:
+                    await work.send(_Part(sub))
+                if first and page.next is not None and page.objects and not self.all_versions:
+                    for part in _ranges(prefix, _listed_up_to(page)):
+                        await work.send(part)
+                    return
+                first = False
         if held is not None:
             await self._split(held, depth + 1, work, send)
 
     def _excluded(self, sub: str) -> bool:
         f = self.filters
         return bool(f.exclude) and f.excludes_dir(sub[len(self.prefix) :].strip("/"))
+
+
+class _Part(NamedTuple):
+    """One unit of parallel listing: every key under ``prefix`` after ``start_after`` up to and
+    including ``stop`` (None: to the end of the prefix)."""
+
+    prefix: str
+    start_after: str | None = None
+    stop: str | None = None
+
+
+# Range boundaries for a flat key space: digits and letters cover hex, UUID, base32/64 and dated names.
+_BOUNDARIES = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def _listed_up_to(page: ListPage) -> str:
+    """The greatest key a delimiter page has accounted for (a common prefix covers all its keys)."""
+    last_key = page.objects[-1].key if page.objects else ""
+    last_prefix = page.prefixes[-1] + "\U0010ffff" if page.prefixes else ""
+    return max(last_key, last_prefix)
+
+
+def _ranges(prefix: str, after: str) -> list[_Part]:
+    """Cut the keys under ``prefix`` greater than ``after`` into contiguous ``(start, stop]`` parts at
+    ``prefix + c`` for each boundary character ``c``. Every key falls in exactly one part."""
+    cuts = [b for b in (prefix + c for c in _BOUNDARIES) if b > after]
+    starts = [after, *cuts]
+    return [_Part(prefix, start, stop) for start, stop in zip(starts, [*cuts, None], strict=True)]
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:

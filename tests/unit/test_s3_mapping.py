@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 from botocore.credentials import ReadOnlyCredentials
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scanner.errors import ConfigError, SourceError
 from scanner.sources._s3conn import S3Config, listing_error, object_error, parse_s3_uri
@@ -110,3 +112,19 @@ def test_the_example_config_validates() -> None:
 
     table = tomllib.loads((Path(__file__).parents[2] / "configs" / "s3.toml").read_text())["s3"]
     assert S3Config.from_table(table) == S3Config()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    prefix=st.sampled_from(["", "p/", "logs"]),
+    after=st.text(max_size=6),
+    keys=st.lists(st.text(max_size=8), max_size=40),
+)
+def test_ranges_partition_every_key_after_the_resume_point(prefix: str, after: str, keys: list[str]) -> None:
+    from scanner.sources.s3 import _ranges
+
+    after = prefix + after
+    parts = _ranges(prefix, after)
+    for key in (prefix + k for k in keys):
+        owners = [p for p in parts if key > (p.start_after or "") and (p.stop is None or key <= p.stop)]
+        assert len(owners) == (1 if key > after else 0), (key, parts)

@@ -215,3 +215,32 @@ async def test_aws_endpoint_url_s3_is_honoured(
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_endpoint)
     targets = await collect(source(f"s3://{BUCKET}/p05/"))
     assert {t.key for t in targets} == {k for k in bucket if k.startswith("p05/")}
+
+
+FLAT = "flat-keys"
+
+
+@pytest.fixture(scope="module")
+def flat(s3: Any, put_many: Callable[[str, dict[str, bytes]], None]) -> dict[str, bytes]:
+    """A flat key space (hex names at the root, as UUID-named uploads) with a few folders mixed in."""
+    import hashlib
+
+    s3.create_bucket(Bucket=FLAT)
+    objects = {hashlib.sha256(str(i).encode()).hexdigest()[:12]: b"f" for i in range(300)}
+    objects.update({"0dir/x": b"d", "Zed/y": b"d", "zz/last": b"d", "~tilde": b"t", "é-unicode": b"u"})
+    put_many(FLAT, objects)
+    return objects
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("concurrency", [1, 4, 16])
+async def test_flat_key_space_is_listed_in_ranges_exactly_once(
+    flat: dict[str, bytes], concurrency: int
+) -> None:
+    src = source(f"s3://{FLAT}", list_concurrency=concurrency, page_size=20)
+    targets = await collect(src)
+    counts = Counter(t.key for t in targets)
+    assert set(counts) == set(flat)
+    assert max(counts.values()) == 1
+    if concurrency > 1:
+        assert src.pages > 62  # one request at least per range: the ranges were used
