@@ -29,13 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import itertools
-import math
-import re
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
@@ -43,11 +38,19 @@ import anyio
 import orjson
 from aiohttp import web
 
+from ._metadefender_state import (
+    PREVENTION,
+    REPUTATION,
+    STATE,
+    SimState,
+    error,
+    json_response,
+    report_json,
+    verdict_of,
+)
+
 __all__ = ("OPTIONS", "STATE", "SimState", "make_app")
 
-# assembled, so no file in a checkout holds the whole test string (scanners on dev machines flag it)
-EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + b"EICAR-STANDARD-" + b"ANTIVIRUS-TEST-FILE!$H+H*"
-_MARKER = re.compile(rb"MD-RESULT-(\d{1,3})")
 _TAIL = 96
 
 OPTIONS: dict[str, tuple[type, Any, str]] = {
@@ -66,183 +69,6 @@ OPTIONS: dict[str, tuple[type, Any, str]] = {
     "fail_uploads": (int, 0, "answer the first N uploads with HTTP 500 (fault injection)"),
     "drop_uploads": (int, 0, "accept the first N uploads, then drop the connection unanswered"),
 }
-
-_PREVENTION, _REPUTATION = "prevention_api", "reputation_api"
-
-
-@dataclass(slots=True)
-class _Window:
-    start: float
-    used: int = 0
-
-
-@dataclass(slots=True)
-class _Report:
-    data_id: str
-    sha256: str
-    sha1: str
-    md5: str
-    size: int
-    code: int
-    threat: str | None
-    ready_at: float
-    name: str
-
-
-@dataclass(slots=True)
-class SimState:
-    """Live state and counters; tests read them through ``app[STATE]``."""
-
-    options: dict[str, Any]
-    clock: Callable[[], float] = time.monotonic
-    windows: dict[tuple[str, str], _Window] = field(default_factory=dict)
-    #: used units of each closed window, per family (for quota-efficiency benchmarks)
-    closed: dict[str, list[int]] = field(default_factory=dict)
-    throttle: dict[str, deque[float]] = field(default_factory=dict)
-    bad_keys: dict[str, int] = field(default_factory=dict)
-    blocked_until: dict[str, float] = field(default_factory=dict)
-    reports: dict[str, _Report] = field(default_factory=dict)
-    by_hash: dict[str, str] = field(default_factory=dict)
-    ids: itertools.count[int] = field(default_factory=itertools.count)
-    requests: int = 0
-    uploads: int = 0
-    upload_bytes: int = 0
-    hash_requests: int = 0
-    hashes_looked_up: int = 0
-    polls: int = 0
-    apikey_requests: int = 0
-    failed_uploads: int = 0
-    dropped_uploads: int = 0
-    unauthorized: int = 0
-    forbidden: int = 0
-    quota_429: int = 0
-    throttle_429: int = 0
-    in_flight: int = 0
-    max_in_flight: int = 0
-    seen_keys: set[str] = field(default_factory=set)
-
-    def window(self, key: str, family: str) -> _Window:
-        now = self.clock()
-        w = self.windows.get((key, family))
-        if w is None or now >= w.start + self.options["interval"]:
-            if w is not None:
-                self.closed.setdefault(family, []).append(w.used)
-            w = self.windows[(key, family)] = _Window(now)
-        return w
-
-    def limit(self, family: str) -> int:
-        return int(self.options["prevention_limit" if family == _PREVENTION else "reputation_limit"])
-
-    def headers(self, key: str, family: str) -> dict[str, str]:
-        w = self.window(key, family)
-        limit = self.limit(family)
-        reset = max(0, math.ceil(w.start + self.options["interval"] - self.clock()))
-        return {
-            "X-Authenticated": "by apikey",
-            "X-RateLimit-For": family,
-            "X-RateLimit-Limit": str(limit),
-            "X-RateLimit-Remaining": str(max(0, limit - w.used)),
-            "X-RateLimit-Used": str(w.used),
-            "X-RateLimit-Interval": str(int(self.options["interval"])),
-            "X-RateLimit-Reset-In": f"{reset}s",
-        }
-
-    def add(self, content_sha256: str, code: int, threat: str | None, size: int, name: str = "") -> _Report:
-        """Register a scanned file (also used by tests to preload known hashes)."""
-        data_id = f"sim{next(self.ids):08d}{content_sha256[:12]}"
-        rep = _Report(
-            data_id,
-            content_sha256,
-            sha1="",
-            md5="",
-            size=size,
-            code=code,
-            threat=threat,
-            ready_at=self.clock() + self.options["scan_seconds"],
-            name=name,
-        )
-        self.reports[data_id] = rep
-        self.by_hash[content_sha256] = data_id
-        return rep
-
-    def preload(self, content: bytes, name: str = "") -> _Report:
-        """Make ``content`` known to hash lookups, as if someone had uploaded it before."""
-        code, threat = verdict_of([content])
-        rep = self.add(hashlib.sha256(content).hexdigest(), code, threat, len(content), name)
-        rep.ready_at = 0.0
-        return rep
-
-
-STATE = web.AppKey("metadefender_sim", SimState)
-
-
-def verdict_of(chunks: list[bytes]) -> tuple[int, str | None]:
-    blob = b"".join(chunks)
-    if EICAR in blob:
-        return 1, "EICAR-Test-File (not a virus)"
-    m = _MARKER.search(blob)
-    if m:
-        code = int(m.group(1))
-        return code, f"Sim.Threat.{code}" if code in (1, 2, 4, 6, 8) else None
-    return 0, None
-
-
-def _error(status: int, code: int, messages: Any, reason: str | None = None, **headers: str) -> web.Response:
-    body = orjson.dumps({"error": {"code": code, "messages": messages}})
-    return web.Response(
-        status=status, reason=reason, body=body, content_type="application/json", headers=headers
-    )
-
-
-def _json(payload: Any, headers: dict[str, str]) -> web.Response:
-    return web.Response(body=orjson.dumps(payload), content_type="application/json", headers=headers)
-
-
-def _report_json(rep: _Report, now: float) -> dict[str, Any]:
-    if now < rep.ready_at:
-        return {
-            "data_id": rep.data_id,
-            "status": "inqueue",
-            "in_queue": 1,
-            "scan_results": {
-                "progress_percentage": 50,
-                "scan_all_result_i": 255,
-                "scan_all_result_a": "In Progress",
-            },
-        }
-    details = {
-        "SimAV": {
-            "scan_time": 1,
-            "def_time": "2026-01-01T00:00:00.000Z",
-            "scan_result_i": rep.code,
-            "threat_found": rep.threat or "",
-        },
-        "SimAV2": {
-            "scan_time": 1,
-            "def_time": "2026-01-01T00:00:00.000Z",
-            "scan_result_i": 0,
-            "threat_found": "",
-        },
-    }
-    return {
-        "data_id": rep.data_id,
-        "file_id": rep.data_id,
-        "scan_result_history_length": 1,
-        "scan_results": {
-            "scan_details": details,
-            "scan_all_result_i": rep.code,
-            "scan_all_result_a": "Infected"
-            if rep.code == 1
-            else "No Threat Detected"
-            if rep.code == 0
-            else f"code {rep.code}",
-            "progress_percentage": 100,
-            "total_avs": 2,
-            "total_detected_avs": 1 if rep.threat else 0,
-        },
-        "file_info": {"sha256": rep.sha256.upper(), "file_size": rep.size, "display_name": rep.name},
-        "process_info": {"progress_percentage": 100, "result": "Blocked" if rep.threat else "Allowed"},
-    }
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -272,18 +98,18 @@ def make_app(**options: Any) -> web.Application:
             now = state.clock()
             if state.blocked_until.get(ip, 0.0) > now:
                 state.forbidden += 1
-                return _error(403, 403004, ["Your IP is blocked because of abuse"], "Forbidden")
+                return error(403, 403004, ["Your IP is blocked because of abuse"], "Forbidden")
             key = request.headers.get("apikey", "")
             state.seen_keys.add(key)
             if key in forbidden:
                 state.forbidden += 1
-                return _error(403, 403001, ["Access denied for this apikey"], "Forbidden")
+                return error(403, 403001, ["Access denied for this apikey"], "Forbidden")
             if key not in keys:
                 state.unauthorized += 1
                 state.bad_keys[ip] = state.bad_keys.get(ip, 0) + 1
                 if state.bad_keys[ip] >= opts["bad_key_limit"]:
                     state.blocked_until[ip] = now + opts["block_seconds"]
-                return _error(401, 401006, ["Invalid apikey"], "Invalid API key")
+                return error(401, 401006, ["Invalid apikey"], "Invalid API key")
             return await handler(request)
         finally:
             state.in_flight -= 1
@@ -323,33 +149,33 @@ def make_app(**options: Any) -> web.Application:
             "Rate limit exceeded, retry after the limit is reset. The limit will be reset in "
             f"{secs // 3600} hours {secs % 3600 // 60} minutes {secs % 60} seconds."
         )
-        return _error(429, 429000, [text], "Too Many Requests", **h)
+        return error(429, 429000, [text], "Too Many Requests", **h)
 
     async def apikey(request: web.Request) -> web.Response:
         state.apikey_requests += 1
         key = request.headers["apikey"]
-        return _json(
+        return json_response(
             {
                 "max_upload_file_size": opts["max_upload_mb"],
                 "limit_prevention": opts["prevention_limit"],
                 "limit_reputation": opts["reputation_limit"],
                 "throttling_limit": opts["throttle_limit"],
             },
-            state.headers(key, _REPUTATION),
+            state.headers(key, REPUTATION),
         )
 
     async def upload(request: web.Request) -> web.Response:
         key = request.headers["apikey"]
-        w = state.window(key, _PREVENTION)
+        w = state.window(key, PREVENTION)
         if state.failed_uploads < opts["fail_uploads"]:
             state.failed_uploads += 1
-            return _error(500, 500000, ["Internal server error"], **state.headers(key, _PREVENTION))
+            return error(500, 500000, ["Internal server error"], **state.headers(key, PREVENTION))
         if throttled(key):
             return too_many(
-                key, _PREVENTION, "Your request has been throttled, maximum requests per minute exceeded"
+                key, PREVENTION, "Your request has been throttled, maximum requests per minute exceeded"
             )
-        if w.used >= state.limit(_PREVENTION):
-            return quota(key, _PREVENTION)
+        if w.used >= state.limit(PREVENTION):
+            return quota(key, PREVENTION)
         limit = int(opts["max_upload_mb"]) * 1024 * 1024
         sha, sha1, md5 = (
             hashlib.sha256(),
@@ -360,7 +186,7 @@ def make_app(**options: Any) -> web.Application:
         async for chunk in request.content.iter_any():
             size += len(chunk)
             if size > limit:
-                return _error(400, 400144, ["file size limit exceeded"], **state.headers(key, _PREVENTION))
+                return error(400, 400144, ["file size limit exceeded"], **state.headers(key, PREVENTION))
             sha.update(chunk)
             sha1.update(chunk)
             md5.update(chunk)
@@ -380,7 +206,7 @@ def make_app(**options: Any) -> web.Application:
             if request.transport is not None:
                 request.transport.abort()
             raise asyncio.CancelledError
-        return _json(
+        return json_response(
             {
                 "data_id": rep.data_id,
                 "status": "inqueue",
@@ -389,7 +215,7 @@ def make_app(**options: Any) -> web.Application:
                 "sha1": rep.sha1,
                 "sha256": rep.sha256.upper(),
             },
-            state.headers(key, _PREVENTION),
+            state.headers(key, PREVENTION),
         )
 
     async def report(request: web.Request) -> web.Response:
@@ -397,38 +223,38 @@ def make_app(**options: Any) -> web.Application:
         key = request.headers["apikey"]
         rep = state.reports.get(request.match_info["data_id"])
         if rep is None:
-            return _error(404, 404003, ["The data_id was not found"], **state.headers(key, _PREVENTION))
-        return _json(_report_json(rep, state.clock()), state.headers(key, _PREVENTION))
+            return error(404, 404003, ["The data_id was not found"], **state.headers(key, PREVENTION))
+        return json_response(report_json(rep, state.clock()), state.headers(key, PREVENTION))
 
     async def bulk(request: web.Request) -> web.Response:
         state.hash_requests += 1
         key = request.headers["apikey"]
-        w = state.window(key, _REPUTATION)
+        w = state.window(key, REPUTATION)
         if throttled(key):
             return too_many(
-                key, _REPUTATION, "Your request has been throttled, maximum requests per minute exceeded"
+                key, REPUTATION, "Your request has been throttled, maximum requests per minute exceeded"
             )
         try:
             payload = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
-            return _error(400, 400064, ["Could not parse body content."], **state.headers(key, _REPUTATION))
+            return error(400, 400064, ["Could not parse body content."], **state.headers(key, REPUTATION))
         hashes = payload.get("hash") if isinstance(payload, dict) else None
         if not isinstance(hashes, list) or not hashes:
-            return _error(
-                400, 400064, ["hashes in body content is null or empty"], **state.headers(key, _REPUTATION)
+            return error(
+                400, 400064, ["hashes in body content is null or empty"], **state.headers(key, REPUTATION)
             )
         if len(hashes) > 1000:
-            return _error(
+            return error(
                 400,
                 400065,
                 ["Exceeded maximum allowed. Allow maximum 1000 hashes"],
-                **state.headers(key, _REPUTATION),
+                **state.headers(key, REPUTATION),
             )
         found = [
             state.reports[state.by_hash[str(h).lower()]] for h in hashes if str(h).lower() in state.by_hash
         ]
-        if w.used + len(found) > state.limit(_REPUTATION):
-            return quota(key, _REPUTATION)
+        if w.used + len(found) > state.limit(REPUTATION):
+            return quota(key, REPUTATION)
         w.used += len(found)
         state.hashes_looked_up += len(hashes)
         details = request.headers.get("includescandetails") == "1"
@@ -440,7 +266,7 @@ def make_app(**options: Any) -> web.Application:
                 data.append({"data_id": None, "hash": h, "scan_result_i": 5, "total_detected_avs": -1})
                 continue
             rep = state.reports[data_id]
-            full = _report_json(rep, now)["scan_results"]
+            full = report_json(rep, now)["scan_results"]
             item: dict[str, Any] = {
                 "data_id": data_id,
                 "hash": h,
@@ -450,18 +276,20 @@ def make_app(**options: Any) -> web.Application:
             if details and "scan_details" in full:
                 item["scan_details"] = full["scan_details"]
             data.append(item)
-        return _json({"data": data}, state.headers(key, _REPUTATION))
+        return json_response({"data": data}, state.headers(key, REPUTATION))
 
     async def single(request: web.Request) -> web.Response:
         key = request.headers["apikey"]
         data_id = state.by_hash.get(request.match_info["hash"].lower())
         if data_id is None:
-            return _error(404, 404003, ["The hash was not found"], **state.headers(key, _REPUTATION))
-        w = state.window(key, _REPUTATION)
-        if w.used >= state.limit(_REPUTATION):
-            return quota(key, _REPUTATION)
+            return error(404, 404003, ["The hash was not found"], **state.headers(key, REPUTATION))
+        w = state.window(key, REPUTATION)
+        if w.used >= state.limit(REPUTATION):
+            return quota(key, REPUTATION)
         w.used += 1
-        return _json(_report_json(state.reports[data_id], state.clock()), state.headers(key, _REPUTATION))
+        return json_response(
+            report_json(state.reports[data_id], state.clock()), state.headers(key, REPUTATION)
+        )
 
     async def stats(request: web.Request) -> web.Response:
         """Simulator only (not MetaDefender's): the counters, for tests and benchmarks in another process."""
