@@ -53,6 +53,8 @@ class Faults:
 
     slowdown: int = 0
     list_error: tuple[int, str] | None = None
+    #: the bucket's region: a request signed for another answers 400 naming it, as S3 does
+    region: str | None = None
     denied: frozenset[str] = frozenset()
     truncate: frozenset[str] = frozenset()
     requests: int = 0
@@ -158,6 +160,12 @@ def make_app(bucket: StubBucket) -> web.Application:
         f.requests += 1
         if bucket.latency:
             await asyncio.sleep(bucket.latency)
+        if f.region is not None and f"/{f.region}/s3/" not in request.headers.get("Authorization", ""):
+            body = (
+                "<?xml version='1.0' encoding='UTF-8'?>\n<Error><Code>AuthorizationHeaderMalformed</Code>"
+                f"<Message>wrong region</Message><Region>{f.region}</Region></Error>"
+            )
+            return web.Response(status=400, body=body.encode(), headers={"x-amz-bucket-region": f.region})
         if f.slowdowns_sent < f.slowdown:
             f.slowdowns_sent += 1
             return _error(503, "SlowDown", "Please reduce your request rate.")

@@ -108,11 +108,14 @@ class S3Wire:
         """The encoded URL of an object (or of the bucket when ``key`` is empty), query sorted as SigV4
         canonicalises it so that what is signed is byte for byte what is sent."""
         path = "/" + quote(key, safe="/~") if key else "/"
-        if self.path_style:
-            base = f"{self.endpoint}/{bucket}"
+        endpoint = self._endpoints.get(bucket, self.endpoint)
+        # A dotted bucket name cannot be a virtual host under TLS (the wildcard certificate covers one
+        # label), so it goes path style, as botocore does.
+        if self.path_style or ("." in bucket and endpoint.startswith("https:")):
+            base = f"{endpoint}/{bucket}"
             path = path if key else ""
         else:
-            parts = urlsplit(self._endpoints.get(bucket, self.endpoint))
+            parts = urlsplit(endpoint)
             base = f"{parts.scheme}://{bucket}.{parts.netloc}"
         qs = "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(query))
         return f"{base}{path}?{qs}" if qs else f"{base}{path}"

@@ -94,6 +94,7 @@ def test_urls_encode_odd_keys_without_normalising_them() -> None:
     v = _wire(False, "https://s3.eu-west-1.amazonaws.com")
     assert v.url("bucket", "k") == "https://bucket.s3.eu-west-1.amazonaws.com/k"
     assert v.url("bucket") == "https://bucket.s3.eu-west-1.amazonaws.com/"
+    assert v.url("my.dotted.bucket", "k") == "https://s3.eu-west-1.amazonaws.com/my.dotted.bucket/k"
 
 
 @pytest.mark.anyio

@@ -192,3 +192,18 @@ async def test_refused_listing_is_one_source_error(
         assert wire.retries == 0  # refusals are not retried
     finally:
         await src.aclose()
+
+
+@pytest.mark.anyio
+async def test_bucket_in_another_region_is_followed(served: Any) -> None:
+    bucket = stub.StubBucket(prefixes=2, per_prefix=20, faults=stub.Faults(region="eu-central-1"))
+    src = s3_source(await served(bucket, region="us-west-2"))
+    try:
+        targets = [t async for t in src.targets()]
+        assert len(targets) == 40
+        assert await read(src, targets[0]) == bucket.body
+        wire = await src._conn.wire()
+        assert wire._regions == {"bench": "eu-central-1"}
+        assert wire.retries == 0
+    finally:
+        await src.aclose()
