@@ -218,7 +218,13 @@ class YaraEngine:
 
     async def _submit(self, path: str, follow: bool) -> tuple[Any, ...]:
         future: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
-        await self._requests_send.send(_Request(path, follow, future))
+        request = _Request(path, follow, future)
+        try:
+            # No trip round the event loop when the queue has room: awaiting the future below is
+            # the one suspension a scan needs.
+            self._requests_send.send_nowait(request)
+        except anyio.WouldBlock:
+            await self._requests_send.send(request)
         return await future
 
     async def _dispatch(self, recv: MemoryObjectReceiveStream[_Request]) -> None:
