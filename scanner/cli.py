@@ -414,11 +414,19 @@ async def _scan_with(
     progress = Progress("none" if args.quiet else args.progress, interval=args.progress_interval)
     summary: Summary | None = None
     try:
+        fatal: ScannerError | None = None
         async with engine, anyio.create_task_group() as tg:
             tg.start_soon(_watch_signals, pipeline)
             tg.start_soon(progress.run, pipeline)
-            summary = await pipeline.run()
+            try:
+                summary = await pipeline.run()
+            except ScannerError as exc:
+                # raised through the task group it would come out wrapped in an ExceptionGroup,
+                # which run() reports as an internal error instead of the error's own line
+                fatal = exc
             tg.cancel_scope.cancel()
+        if fatal is not None:
+            raise fatal
     finally:
         with anyio.CancelScope(shield=True):
             for source in built:
