@@ -333,9 +333,14 @@ class Pipeline:
                     self._in_flight -= 1
                 if verdict is not None:
                     try:
-                        send.send_nowait(verdict)
-                    except anyio.WouldBlock:
-                        await send.send(verdict)
+                        try:
+                            send.send_nowait(verdict)
+                        except anyio.WouldBlock:
+                            await send.send(verdict)
+                    except anyio.BrokenResourceError:
+                        # The writer has gone (a dead sink halted the run). A job that finished
+                        # before the cancellation reached it has nowhere to put its line.
+                        return
 
     async def _job(self, target: Target, source: Source, decided: Outcome | None) -> Verdict | None:
         started = utcnow()
