@@ -32,6 +32,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -43,6 +44,7 @@ from typing import Any
 import aiohttp
 import anyio
 import orjson
+import psutil
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -287,3 +289,61 @@ def no_privileges_over_files() -> Callable[[], None] | None:
                 raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
     return drop
+
+
+class WhileRead(threading.Thread):
+    """Runs ``action`` once, at the moment one of ``processes()`` has ``path`` open with its offset
+    part-way through the file: a deterministic "the file changed while it was being read".
+
+    Reads each process's open files and offsets from /proc (psutil) every 5 ms or so.
+    ``fired_at`` is the offset the reader had reached, or None if it never caught one mid-read.
+    """
+
+    def __init__(
+        self, path: Path, processes: Callable[[], list[psutil.Process]], action: Callable[[], None]
+    ) -> None:
+        super().__init__(daemon=True)
+        self.path = str(path)
+        self.size = path.stat().st_size
+        self.processes = processes
+        self.action = action
+        self.fired_at: int | None = None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            for proc in self.processes():
+                try:
+                    files = proc.open_files()
+                except psutil.Error:
+                    continue
+                for f in files:
+                    if f.path == self.path and 0 < f.position < self.size:
+                        self.action()
+                        self.fired_at = f.position
+                        self.done.set()
+                        return
+            time.sleep(0.005)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join()
+
+
+def descendants(pid: int) -> Callable[[], list[psutil.Process]]:
+    """The descendants of ``pid`` (the scanner's worker processes). Finding them walks every process
+    on the machine, so the list is refreshed at most every 100 ms."""
+    found: list[psutil.Process] = []
+    last = 0.0
+
+    def find() -> list[psutil.Process]:
+        nonlocal found, last
+        if time.monotonic() - last > 0.1:
+            last = time.monotonic()
+            try:
+                found = list(psutil.Process(pid).children(recursive=True))
+            except psutil.Error:
+                found = []
+        return found
+
+    return find
