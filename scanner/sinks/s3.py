@@ -3,7 +3,9 @@
 * The upload is created by the first :meth:`S3Sink.write`, so a bucket we cannot write to stops the
   run after its first batch (SinkError, exit 2), not after hours of scanning.
 * Lines are buffered and a part is uploaded each time ``part_size`` bytes (>= 5 MiB, S3's minimum
-  for every part but the last) have accumulated, so memory holds at most one part.
+  for every part but the last) have accumulated, so memory holds at most one part. S3 allows 10,000
+  parts, so the part size doubles every 1,000 parts: 8 MiB parts carry the first 8 GiB (about 25
+  million lines), and a report can grow to S3's 5 TiB limit while only giant ones buffer more.
 * :meth:`S3Sink.aclose` uploads the rest as the last part and completes the upload: only then does
   the object exist. :meth:`S3Sink.abort` (and any failed write) aborts it, so a partial report never
   masquerades as a complete one; aclose after abort does nothing. An empty run writes an empty object.
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 #: S3's smallest part (every part but the last)
 MIN_PART = 5 * 1024 * 1024
 _DEFAULT_PART = 8 * 1024 * 1024
+_MAX_PARTS = 10_000
 _CONTENT_TYPE = "application/x-ndjson"
 
 
@@ -43,10 +46,13 @@ class S3Sink:
         self.bucket = bucket
         self.key = key
         self.part_size = part_size
+        #: parts uploaded at one size before the size doubles
+        self.parts_per_step = 1_000
         self._conn = conn
         self._buffer = bytearray()
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
+        self.part_sizes: list[int] = []
         self._state = "open"  # -> "completed" | "aborted"
         self.lines = 0
         self.bytes = 0
@@ -81,9 +87,9 @@ class S3Sink:
         try:
             if self._upload_id is None:
                 await self._create()
-            while len(self._buffer) >= self.part_size:
-                part = bytes(self._buffer[: self.part_size])
-                del self._buffer[: self.part_size]
+            while len(self._buffer) >= (size := self._next_part_size()):
+                part = bytes(self._buffer[:size])
+                del self._buffer[:size]
                 await self._upload_part(part)
         except SinkError:
             await self.abort()
@@ -146,6 +152,9 @@ class S3Sink:
                     "%s: could not abort the multipart upload %s: %s", self.name, self._upload_id, exc
                 )
 
+    def _next_part_size(self) -> int:
+        return self.part_size << (len(self._parts) // self.parts_per_step)
+
     # S3 calls.
 
     async def _client(self) -> Any:
@@ -175,6 +184,8 @@ class S3Sink:
     async def _upload_part(self, data: bytes) -> None:
         client = await self._client()
         number = len(self._parts) + 1
+        if number > _MAX_PARTS:
+            raise SinkError(f"{self.name}: the report outgrew S3's {_MAX_PARTS:,} parts")
         answer = await self._call(
             client.upload_part(
                 Bucket=self.bucket, Key=self.key, UploadId=self._upload_id, PartNumber=number, Body=data
@@ -182,3 +193,4 @@ class S3Sink:
             f"upload part {number} of",
         )
         self._parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+        self.part_sizes.append(len(data))

@@ -102,3 +102,19 @@ def test_output_uri_needs_a_key() -> None:
         S3Sink.from_uri("s3://bucket/", {})
     with pytest.raises(SinkError, match="no bucket"):
         S3Sink.from_uri("s3:///x", {})
+
+
+@pytest.mark.anyio
+async def test_part_size_doubles_so_ten_thousand_parts_reach_5_tib(s3: Any, reports: str) -> None:
+    key = "growing.ndjson"
+    sink = S3Sink.from_uri(f"s3://{reports}/{key}", {}, part_size=MIN_PART)
+    sink.parts_per_step = 2  # 1,000 in production; 2 keeps the test small
+    sent: list[Verdict] = []
+    for batch in range(9):  # ~2.6 MB each: parts of 5, 5, 10 MiB and the rest
+        vs = verdicts(15_000, batch * 15_000)
+        await sink.write(vs)
+        sent.extend(vs)
+    await sink.aclose()
+    assert sink.part_sizes[:3] == [MIN_PART, MIN_PART, 2 * MIN_PART]
+    assert len(sink.part_sizes) == 4
+    assert s3.get_object(Bucket=reports, Key=key)["Body"].read() == b"".join(map(encode_verdict, sent))
