@@ -14,6 +14,9 @@ Parallel listing
   one of N listing tasks; their pages merge into one bounded stream (order is then not key order). A
   prefix holding a single sub-prefix and nothing else is descended into first, so
   ``s3://b/data/`` with ``data/2024/...`` still fans out. Excluded "directories" are never listed.
+  A flat key space (a first page full of objects, as UUID-named uploads) is instead cut into
+  start-after ranges at the next character (``0-9A-Za-z``), listed concurrently (not for
+  ``--all-versions``, whose pages may end inside one key's versions).
 
 Bodies
   :meth:`S3Source.open` GETs the object (its listed version, with ``If-Match`` on the listed ETag) and
