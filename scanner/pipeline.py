@@ -219,7 +219,11 @@ class Pipeline:
         """Run to the end of every source (or a stop). Raises a halting ScannerError other than quota."""
         self._started = time.monotonic()
         targets_send, targets_recv = anyio.create_memory_object_stream[_Job](self._buffer)
-        verdicts_send, verdicts_recv = anyio.create_memory_object_stream[Verdict](self._max_at_once)
+        # As deep as a write batch: with few jobs in flight a shallow stream made the writer hop to
+        # its thread once every handful of lines.
+        verdicts_send, verdicts_recv = anyio.create_memory_object_stream[Verdict](
+            max(self._max_at_once, _WRITE_BATCH)
+        )
         with anyio.CancelScope() as self._run_scope:
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._write, verdicts_recv)

@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import TYPE_CHECKING
 
-from ..config import Settings, validate_section
 from ..errors import ConfigError
 from ._base import Engine
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+# scanner.config (and with it pydantic, a third of a second to import) is loaded only by the
+# functions that validate; worker processes that import an engine's helper module never pay for it.
 
 __all__ = ("DEFAULT_ENGINE", "Engine", "build", "names", "validate_all")
 
@@ -38,6 +44,8 @@ def _module(name: str) -> ModuleType:
 
 def build(name: str, settings: Settings) -> Engine:
     """Validate ``[engines.NAME]`` and construct the engine (no I/O until it is entered)."""
+    from ..config import validate_section
+
     mod = _module(name)
     config = validate_section(mod.Config, settings.engine_table(name), f"engines.{name}")
     engine: Engine = mod.create(config)
@@ -46,5 +54,7 @@ def build(name: str, settings: Settings) -> Engine:
 
 def validate_all(settings: Settings) -> None:
     """Reject unknown engine tables and invalid keys in every table, not just the chosen engine's."""
+    from ..config import validate_section
+
     for name, table in settings.engines.items():
         validate_section(_module(name).Config, table, f"engines.{name}")
