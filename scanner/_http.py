@@ -42,7 +42,15 @@ import anyio
 import orjson
 
 from ._redact import Redactor
-from .errors import AuthError, ProtocolError, QuotaExhausted, ServerError, ThrottledError, TransportError
+from .errors import (
+    AuthError,
+    ProtocolError,
+    QuotaExhausted,
+    ScannerError,
+    ServerError,
+    ThrottledError,
+    TransportError,
+)
 from .ratelimit import RateLimitHint, RateLimits
 
 __all__ = (
@@ -122,6 +130,37 @@ class HttpStatistics:
     max_connections: int
     statuses: tuple[tuple[int, int], ...] = field(default=())
     errors: tuple[tuple[str, int], ...] = field(default=())
+
+
+class _Tracked:
+    """A request body stream that remembers the scanner error it raised, so a body failure (reported
+    by aiohttp as a connection error) surfaces as itself; closing it is safe at any moment."""
+
+    __slots__ = ("_inner", "error")
+
+    def __init__(self, inner: AsyncIterable[bytes]) -> None:
+        self._inner = inner.__aiter__()
+        self.error: ScannerError | None = None
+
+    def __aiter__(self) -> _Tracked:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self._inner.__anext__()
+        except ScannerError as exc:
+            self.error = exc
+            raise
+
+    async def aclose(self) -> None:
+        # aiohttp stops at Content-Length without exhausting a stream, or fails mid-body while its
+        # writer task is still inside the stream: an async generator running there cannot be closed
+        # from here (it is closed when that task finishes), other streams close themselves
+        if getattr(self._inner, "ag_running", False):
+            return
+        aclose = getattr(self._inner, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def full_jitter(attempt: int, policy: RetryPolicy, rng: random.Random) -> float:
@@ -329,7 +368,8 @@ class VendorClient:
         send_headers = {**self._headers, **(headers or {})}
         route, cost, paced, family = limit
         async with self.limits.slot(route, cost, paced=paced, family=family) as slot:
-            body: Any = data() if callable(data) else data
+            stream = _Tracked(data()) if callable(data) else None
+            body: Any = stream if stream is not None else data
             if json is not None:
                 body = orjson.dumps(json)
                 send_headers.setdefault("Content-Type", "application/json")
@@ -354,6 +394,9 @@ class VendorClient:
                 # never connected, so never received: always safe to send again
                 raise _Retry(TransportError(f"{where}: {self._describe(exc)}")) from None
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                if stream is not None and stream.error is not None:
+                    # the body itself failed (a file that changed after hashing): that is the story
+                    raise stream.error from None
                 error = TransportError(f"{where}: {self._describe(exc)}")
                 if not replay_safe:
                     # the server may have acted on it (an upload charged to the quota): the adapter
@@ -364,11 +407,9 @@ class VendorClient:
                 raise _Retry(error) from None
             finally:
                 self._in_flight -= 1
-                # aiohttp stops at Content-Length without exhausting a streamed body: close it here
-                aclose = getattr(body, "aclose", None)
-                if aclose is not None:
+                if stream is not None:
                     with anyio.CancelScope(shield=True):
-                        await aclose()
+                        await stream.aclose()
             hint = self._hints(status, resp_headers, payload)
             slot.observe(hint)
         self._statuses[status] += 1

@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import anyio
 
@@ -22,7 +23,7 @@ from .._content import CHUNK, Hashing
 from ..errors import TargetError
 from ..sources._base import Body
 
-__all__ = ("Staged", "file_chunks", "stage")
+__all__ = ("FileChunks", "Staged", "stage")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +39,7 @@ class Staged:
     def chunks(self) -> AsyncIterator[bytes]:
         """A fresh stream of the content (call again for each upload attempt)."""
         if self.path is not None:
-            return file_chunks(self.path)
+            return FileChunks(self.path, self.size)
         return _once(self.data or b"")
 
 
@@ -113,16 +114,72 @@ def _remove(fd: int, path: str) -> None:
         os.unlink(path)
 
 
-async def file_chunks(path: str, chunk_size: int = CHUNK) -> AsyncIterator[bytes]:
-    """Stream a local file in chunks, each read in a worker thread (an upload body)."""
-    f = await anyio.to_thread.run_sync(lambda: open(path, "rb"))  # noqa: SIM115 - closed below
-    try:
-        while True:
-            chunk = await anyio.to_thread.run_sync(f.read, chunk_size)
-            if not chunk:
-                return
-            yield chunk
-    finally:
-        # synchronous on purpose: closing a read-only regular file does not block, and this also runs
-        # when aiohttp cancels its writer task, where an awaited close would be skipped
-        f.close()
+class FileChunks:
+    """A local file as an upload body: chunks read in a worker thread, checked against ``size``.
+
+    Raises TargetError ``code="changed"`` as soon as the file turns out shorter or longer than
+    ``size`` (it changed after it was hashed), instead of sending a body that breaks its promised
+    Content-Length. :meth:`aclose` is safe at any moment, even while a read is in flight on another
+    task (aiohttp streams the body from its own writer task): the file is closed when that read
+    returns.
+    """
+
+    def __init__(self, path: str, size: int, chunk_size: int = CHUNK) -> None:
+        self._path = path
+        self._size = size
+        self._chunk_size = chunk_size
+        self._file: BinaryIO | None = None
+        self._sent = 0
+        self._busy = False
+        self._closed = False
+
+    def __aiter__(self) -> FileChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._closed:
+            raise StopAsyncIteration
+        self._busy = True
+        try:
+            chunk = await anyio.to_thread.run_sync(self._read)
+        finally:
+            self._busy = False
+            if self._closed:
+                self._close_file()
+        if self._closed:
+            raise StopAsyncIteration
+        self._sent += len(chunk)
+        if self._sent > self._size or (not chunk and self._sent < self._size):
+            self.close()
+            raise TargetError(
+                f"file changed while read ({self._size} bytes hashed, "
+                f"{'more' if self._sent > self._size else self._sent} read for upload)",
+                code="changed",
+            )
+        if not chunk:
+            self.close()
+            raise StopAsyncIteration
+        return chunk
+
+    def _read(self) -> bytes:
+        # runs in a worker thread; the file is opened here so a cancelled first read cannot leak it
+        try:
+            if self._file is None:
+                self._file = open(self._path, "rb")  # noqa: SIM115 - closed by close()
+            return self._file.read(self._chunk_size)
+        except OSError as exc:
+            raise TargetError(f"cannot read: {exc.strerror}", code="unreadable") from None
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def close(self) -> None:
+        """Stop the stream; the file is closed now, or when the read in flight returns."""
+        self._closed = True
+        if not self._busy:
+            self._close_file()
+
+    async def aclose(self) -> None:
+        self.close()

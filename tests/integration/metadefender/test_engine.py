@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import anyio
 import pytest
 
+from scanner.engines._staging import FileChunks
+from scanner.errors import TargetError
 from scanner.model import Kind, Status, Target
 from scanner.sources.local import LocalSource
 from scanner.testing import eicar
@@ -196,3 +199,45 @@ async def test_a_lost_answer_for_an_upload_that_did_not_land_uploads_once_more()
             out = await engine.scan(targets[0], source)
     assert out.status is Status.CLEAN
     assert sim.state.uploads == 1
+
+
+async def test_a_file_that_changes_after_hashing_is_a_changed_error_at_once(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.bin"
+    victim.write_bytes(b"A" * 200_000)
+    source = LocalSource(str(victim))
+    [target] = [t async for t in source.targets()]
+    async with simulator() as sim, create(sim.config(read_timeout=30)) as engine:
+        real = engine.http.request
+
+        async def shrink_first(method: str, path: str, **kw: object) -> object:
+            if path == "/v4/file":
+                os.truncate(victim, 100_000)  # after hashing, before the upload reads it
+            return await real(method, path, **kw)  # type: ignore[arg-type]
+
+        engine.http.request = shrink_first  # type: ignore[method-assign]
+        with anyio.fail_after(5), pytest.raises(TargetError) as info:
+            await engine.scan(target, source)
+    assert info.value.code == "changed"
+    assert sim.state.uploads == 0
+
+
+async def test_file_chunks_close_safely_while_a_read_is_in_flight(tmp_path: Path) -> None:
+    f = tmp_path / "f.bin"
+    f.write_bytes(b"x" * (3 << 20))
+    chunks = FileChunks(str(f), 3 << 20)
+    assert len(await chunks.__anext__()) == 1 << 20
+    ended: list[bool] = []
+
+    async def reader() -> None:
+        try:
+            await chunks.__anext__()
+        except StopAsyncIteration:
+            ended.append(True)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(reader)  # a read in flight on another task, as aiohttp's writer does
+        await anyio.sleep(0)
+        await chunks.aclose()  # must not raise, and must not close the file under the reader
+    assert ended == [True]  # the read in flight finished, saw the close, and ended the stream
+    with pytest.raises(StopAsyncIteration):
+        await chunks.__anext__()
