@@ -289,7 +289,12 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(message: str) -> None:
-    print(f"scanner: error: {logs.redact(message)}", file=sys.stderr, flush=True)
+    print(f"scanner: error: {_one_line(logs.redact(message))}", file=sys.stderr, flush=True)
+
+
+def _one_line(text: str) -> str:
+    """Escape what would break the line (a newline in a TOML key, a file name or a vendor's text)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _run_async(fn: Any, args: argparse.Namespace) -> int:
