@@ -39,6 +39,9 @@ class SourceOptions:
 
 def build(spec: str, options: SourceOptions) -> Source:
     """Parse one SOURCE argument. Raises SourceError for a form it cannot use."""
+    if not spec:
+        # an unset variable in `scanner scan "$DIR"` must not quietly scan the working directory
+        raise SourceError("an empty SOURCE: name a directory or file ('.' for this one), s3://..., or -")
     if spec == "-":
         router = ContentRouter(options)
         return ListSource(
