@@ -128,6 +128,13 @@ class InventorySource:
     def __repr__(self) -> str:
         return f"<InventorySource {self.manifest} files_read={self.files_read} rows={self.rows}>"
 
+    def check(self) -> None:
+        """Reject a manifest that can never be read before the run starts (no I/O for ``s3://``)."""
+        if self.manifest.startswith("s3://"):
+            parse_s3_uri(self.manifest)
+        elif not os.path.isfile(self.manifest):
+            raise SourceError(f"inventory:{self.manifest}: no such file")
+
     def open(self, target: Target, /) -> AbstractAsyncContextManager[S3Body]:
         return self._objects.open(target)
 
