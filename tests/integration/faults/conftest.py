@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import io
 import os
 import signal
 import socket
@@ -149,8 +150,9 @@ class FaultProxy:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP and k.lower() != "host"}
+        # a BytesIO, not raw bytes: aiohttp warns (ResourceWarning) about raw bodies over 1 MiB
         async with self._session.request(
-            request.method, self.upstream + request.path_qs, headers=headers, data=body
+            request.method, self.upstream + request.path_qs, headers=headers, data=io.BytesIO(body)
         ) as resp:
             payload = await resp.read()
             out = {k: v for k, v in resp.headers.items() if k.lower() not in _HOP}

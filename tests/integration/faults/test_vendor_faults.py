@@ -192,12 +192,6 @@ async def test_a_file_that_shrinks_between_hashing_and_upload_is_reported_change
     assert elapsed < 1.0, f"{elapsed:.1f} s: waited for the read timeout instead of noticing"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="conftest.py: FaultProxy._forward passes the 4 MiB upload to aiohttp as raw bytes, whose "
-    "ResourceWarning is an error under filterwarnings when this test runs alone; the engine side (a "
-    "reset mid-body closing a running body stream) is fixed: pass io.BytesIO(body) there and drop this",
-)
 async def test_a_reset_in_the_middle_of_an_upload_is_retried(tmp_path: Path) -> None:
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(4 << 20))  # several 1 MiB chunks: the reset lands mid-stream
