@@ -1,9 +1,14 @@
-"""Runs inside the YARA engine's worker processes: import-light (yara_x, hashlib, os only).
+"""Runs inside the YARA engine's worker processes (``python -m scanner.engines._yara_worker``):
+import-light, yara_x, hashlib, orjson and os only.
 
 yara-x holds the GIL for the whole of a scan, so scanning in a thread would freeze the event loop;
 scanning in separate processes does not. The parent sends a batch of paths per round trip (a
-batch amortises the ~100 us of inter-process overhead over many small files) and gets one plain
-tuple per path back.
+batch amortises the inter-process overhead over many small files) and gets one list per path back.
+
+Frames (see :mod:`scanner.engines._workers`): init is the serialized rules, then a JSON object with
+``timeout`` and ``max_size``; the worker answers ``{"pid": N}`` when ready. Each request is a JSON
+list of ``[path, follow_symlinks]`` and its answer a JSON list of results. Paths travel as their raw
+bytes spelled in latin-1, which round-trips any file name, UTF-8 or not.
 """
 
 from __future__ import annotations
@@ -13,11 +18,15 @@ import hashlib
 import io
 import os
 import stat
+import sys
 from typing import Any
 
+import orjson
 import yara_x
 
-__all__ = ("init", "ping", "scan_batch")
+from ._frames import read_frame, write_frame
+
+__all__ = ("init", "main", "scan_batch")
 
 #: files up to this size are read once into memory, hashed and scanned from the same buffer;
 #: larger ones are hashed by streaming and scanned through yara-x's own memory map
@@ -42,13 +51,37 @@ def init(serialized: bytes, timeout: int, max_size: int) -> None:
     _max_size = max_size
 
 
-def ping() -> int:
-    """Proves a worker started and loaded its rules."""
-    return os.getpid() if _scanner is not None else -1
-
-
 def scan_batch(jobs: list[tuple[str, bool]]) -> list[Result]:
     return [_scan_one(path, follow) for path, follow in jobs]
+
+
+def encode_path(path: str) -> str:
+    return os.fsencode(path).decode("latin-1")
+
+
+def _jsonable(value: Any) -> Any:
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+def main() -> None:
+    """Serve frames on stdin/stdout until stdin closes."""
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing but frames may reach the parent's pipe
+    rules = read_frame(stdin)
+    options = read_frame(stdin)
+    if rules is None or options is None:
+        return
+    opts = orjson.loads(options)
+    init(rules, int(opts["timeout"]), int(opts["max_size"]))
+    write_frame(stdout, orjson.dumps({"pid": os.getpid()}))
+    while (frame := read_frame(stdin)) is not None:
+        jobs = [(os.fsdecode(p.encode("latin-1")), bool(f)) for p, f in orjson.loads(frame)]
+        results = scan_batch(jobs)
+        for r in results:
+            if r[0] == "ok":
+                for match in r[3]:
+                    match[2] = {k: _jsonable(v) for k, v in match[2].items()}
+        write_frame(stdout, orjson.dumps(results))
 
 
 def _scan_one(path: str, follow: bool) -> Result:
@@ -98,7 +131,7 @@ def _scan_one(path: str, follow: bool) -> Result:
         return ("err", "unreadable", f"read failed: {exc.strerror}", None)
     finally:
         os.close(fd)
-    matches = [(r.identifier, r.namespace, dict(r.metadata)) for r in results.matching_rules]
+    matches = [[r.identifier, r.namespace, dict(r.metadata)] for r in results.matching_rules]
     return ("ok", size, digest, matches)
 
 
@@ -118,3 +151,7 @@ def _read_all(fd: int, size: int) -> bytes:
         parts.append(chunk)
         got += len(chunk)
     return b"".join(parts)
+
+
+if __name__ == "__main__":
+    main()

@@ -19,12 +19,9 @@ import asyncio
 import contextlib
 import io
 import logging
-import multiprocessing
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import AsyncExitStack
 from importlib import resources
 from pathlib import Path
@@ -32,6 +29,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import anyio
+import orjson
 import pydantic
 import yara_x
 from anyio.streams.memory import MemoryObjectReceiveStream
@@ -42,6 +40,7 @@ from ..errors import ConfigError, EngineError, TargetError
 from ..model import ErrorInfo, Finding, Kind, Outcome, Status, Target
 from ..sources._base import Source
 from . import _yara_worker
+from ._workers import WorkerDied, WorkerPool
 
 __all__ = ("Config", "YaraEngine", "compile_rules", "create")
 
@@ -127,8 +126,7 @@ class YaraEngine:
         self.max_size: int | None = int(config.max_file_size)
         self._processes = config.processes or os.cpu_count() or 1
         self.default_jobs = 2 * self._processes * config.batch_size
-        self._serialized = b""
-        self._executor: ProcessPoolExecutor | None = None
+        self._pool: WorkerPool | None = None
         self._stack = AsyncExitStack()
         self._requests_send: Any = None
         self._busy = 0
@@ -147,16 +145,16 @@ class YaraEngine:
         }
 
     async def __aenter__(self) -> Self:
-        self._serialized = await anyio.to_thread.run_sync(compile_rules, self._config)
-        self._executor = self._new_executor()
-        try:
-            await asyncio.wrap_future(self._executor.submit(_yara_worker.ping))
-        except Exception as exc:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            raise EngineError(f"cannot start the YARA worker processes: {exc}") from None
+        serialized = await anyio.to_thread.run_sync(compile_rules, self._config)
+        options = orjson.dumps({"timeout": self._config.timeout, "max_size": int(self._config.max_file_size)})
+        pool = WorkerPool("scanner.engines._yara_worker", [serialized, options], self._processes)
         send, recv = anyio.create_memory_object_stream[_Request](self.default_jobs)
         self._requests_send = send
         async with AsyncExitStack() as stack:
+            try:
+                self._pool = await stack.enter_async_context(pool)
+            except EngineError as exc:
+                raise EngineError(f"cannot start the YARA worker processes: {exc}") from None
             tg = await stack.enter_async_context(anyio.create_task_group())
             tg.start_soon(self._dispatch, recv)
             stack.push_async_callback(send.aclose)
@@ -169,25 +167,8 @@ class YaraEngine:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        try:
-            await self._stack.__aexit__(exc_type, exc, tb)
-        finally:
-            executor, self._executor = self._executor, None
-            if executor is not None:
-                with anyio.CancelScope(shield=True):
-                    await _shutdown(executor)
-
-    def _new_executor(self) -> ProcessPoolExecutor:
-        # forkserver: never fork a process that runs an event loop and threads. The server imports
-        # the main module once, so each worker forks from it instead of importing it again.
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["__main__", "scanner.engines._yara_worker"])
-        return ProcessPoolExecutor(
-            max_workers=self._processes,
-            mp_context=ctx,
-            initializer=_yara_worker.init,
-            initargs=(self._serialized, self._config.timeout, int(self._config.max_file_size)),
-        )
+        await self._stack.__aexit__(exc_type, exc, tb)
+        self._pool = None
 
     async def scan(self, target: Target, source: Source, /) -> Outcome:
         local = source.local_path(target)
@@ -245,14 +226,10 @@ class YaraEngine:
                 tg.start_soon(self._run_batch, batch, slots)
 
     async def _call(self, live: Sequence[_Request]) -> list[tuple[Any, ...]]:
-        assert self._executor is not None
-        jobs = [(r.path, r.follow) for r in live]
-        return await asyncio.wrap_future(self._executor.submit(_yara_worker.scan_batch, jobs))
-
-    def _restart(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-        self._executor = self._new_executor()
+        assert self._pool is not None
+        request = orjson.dumps([(_yara_worker.encode_path(r.path), r.follow) for r in live])
+        results: list[tuple[Any, ...]] = orjson.loads(await self._pool.call(request))
+        return results
 
     async def _run_batch(self, batch: Sequence[_Request], slots: anyio.Semaphore) -> None:
         self._busy += 1
@@ -262,16 +239,8 @@ class YaraEngine:
                 return
             try:
                 results = await self._call(live)
-            except BrokenProcessPool:
-                log.error("a YARA worker process died; restarting the pool")
-                self._restart()
-                results = [("err", "worker_died", "the YARA worker process died while scanning", None)] * len(
-                    live
-                )
-            except Exception as exc:  # the pool could not even start: every request learns why
-                log.error("YARA worker pool failed: %s", exc)
-                self._restart()
-                results = [("err", "worker_failed", f"YARA worker pool failed: {exc}", None)] * len(live)
+            except WorkerDied as exc:
+                results = [("err", "worker_died", exc.message, None)] * len(live)
             self._batches += 1
             self._files += len(live)
             for request, result in zip(live, results, strict=True):
@@ -280,20 +249,6 @@ class YaraEngine:
         finally:
             self._busy -= 1
             slots.release()
-
-
-async def _shutdown(executor: ProcessPoolExecutor, grace: float = 5.0) -> None:
-    """Stop the workers: queued batches are dropped, a running one gets ``grace`` seconds, then the
-    processes are killed. Waits in a thread, so the event loop is never blocked; leaving the pool to
-    shut down on its own races with interpreter exit and prints tracebacks."""
-    with anyio.move_on_after(grace):
-        await anyio.to_thread.run_sync(
-            lambda: executor.shutdown(wait=True, cancel_futures=True), abandon_on_cancel=True
-        )
-        return
-    for process in list(getattr(executor, "_processes", {}).values()):
-        process.kill()
-    await anyio.to_thread.run_sync(lambda: executor.shutdown(wait=True))
 
 
 def _unlink(path: str) -> None:
