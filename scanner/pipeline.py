@@ -289,7 +289,10 @@ class Pipeline:
             async with listed_send:
                 try:
                     async for target in source.targets():
-                        await listed_send.send(target)
+                        try:
+                            listed_send.send_nowait(target)
+                        except anyio.WouldBlock:
+                            await listed_send.send(target)
                 except SourceError as exc:
                     self._source_failed(exc)
 
@@ -307,7 +310,11 @@ class Pipeline:
                 self._listed += len(batch)
                 self._dropped.update(dropped)
                 for target, decided in kept:
-                    await send.send((target, source, decided))
+                    job = (target, source, decided)
+                    try:
+                        send.send_nowait(job)
+                    except anyio.WouldBlock:
+                        await send.send(job)
 
     async def _work(
         self,
