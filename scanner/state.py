@@ -63,6 +63,7 @@ _LOOKUP = (
     "SELECT identity, version, sha256, status, scanned_at, run_id FROM targets"
     " WHERE engine = ? AND identity IN ({marks})"
 )
+_ANY_PENDING = "SELECT EXISTS (SELECT 1 FROM pending)"
 _LOOKUP_CHUNK = 500  # SQLite's default limit on host parameters is 999 (older builds)
 #: verdicts whose content cache entries are worth keeping (a failure says nothing about content)
 _CACHEABLE = frozenset({Status.CLEAN, Status.INFECTED, Status.SUSPICIOUS, Status.UNSCANNABLE})
@@ -115,6 +116,8 @@ class StateStore:
         self._content: list[tuple[Any, ...]] = []
         self._done_pending: list[tuple[str, str]] = []
         self._submitted: list[tuple[Any, ...]] = []
+        #: whether ``pending`` may hold rows: while it holds none, a commit skips a DELETE per verdict
+        self._any_pending = bool(connection.execute(_ANY_PENDING).fetchone()[0])
         self.commits = 0
 
     def __repr__(self) -> str:
@@ -271,12 +274,15 @@ class StateStore:
         offset: int | None,
     ) -> None:
         db = self._db
+        any_pending = self._any_pending or bool(submitted)
         db.execute("BEGIN")
         try:
             db.executemany("INSERT OR REPLACE INTO pending VALUES (?, ?, ?, ?)", submitted)
             db.executemany("INSERT OR REPLACE INTO targets VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
             db.executemany("INSERT OR REPLACE INTO content VALUES (?, ?, ?, ?, ?)", content)
-            db.executemany("DELETE FROM pending WHERE engine = ? AND identity = ?", done)
+            if any_pending:
+                db.executemany("DELETE FROM pending WHERE engine = ? AND identity = ?", done)
+                any_pending = bool(db.execute(_ANY_PENDING).fetchone()[0])
             if output is not None and offset is not None:
                 db.execute(
                     "UPDATE runs SET committed_offset = ? WHERE output = ? AND run_id = ?",
@@ -286,6 +292,7 @@ class StateStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        self._any_pending = any_pending
 
     async def reconcile(self, output: str, offset: int, run_id: str) -> int:
         """Record the lines a killed run wrote past its last commit; returns how many."""

@@ -18,7 +18,9 @@ from pathlib import Path
 import anyio
 import pytest
 
+from scanner.model import Kind, Outcome, Status, Target, Verdict
 from scanner.simulators.metadefender import STATE, SimState, make_app
+from scanner.state import StateStore
 
 from .conftest import KEY, kill_quietly, serve, spawn, wait_exit, wait_for, whole_lines, write_config
 
@@ -106,3 +108,24 @@ async def test_sigkill_at_random_moments_then_resume_gives_one_line_each_and_bou
             "(store.pending), so every job killed after its upload uploads again, and so do the "
             "finished verdicts still queued for the writer"
         )
+
+
+async def test_a_reference_a_killed_run_left_pending_is_cleared_once_its_line_is_written(
+    tmp_path: Path,
+) -> None:
+    """A killed run leaves a vendor reference in the store; the next run (a new store object on the
+    same file) must clear it when it writes that target's line, or a later run would poll it again."""
+    path = str(tmp_path / "state.db")
+    target = Target(Kind.FILE, "/data/a.txt")
+    killed = await StateStore.open(path)
+    killed.submitted("metadefender", target, {"data_id": "sim-1"})
+    await killed.commit()
+    await killed.aclose()  # the process dies here; the reference stays
+
+    store = await StateStore.open(path)
+    run = await store.begin_run(None, "metadefender")
+    assert await store.pending("metadefender", target) == {"data_id": "sim-1"}
+    store.record([Verdict.of(target, "metadefender", Outcome(Status.CLEAN))], run.run_id)
+    await store.commit()
+    assert await store.pending("metadefender", target) is None
+    await store.aclose()
