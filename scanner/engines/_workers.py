@@ -79,6 +79,8 @@ class WorkerPool:
         self._workers: list[_Worker] = []
         self._tg: TaskGroup | None = None
         self._closing = False
+        self._spawning = 0
+        self._joined = anyio.Event()
         self.restarts = 0
 
     def __repr__(self) -> str:
@@ -114,6 +116,16 @@ class WorkerPool:
         await self._tg.__aexit__(None, None, None)
 
     async def _spawn(self) -> None:
+        self._spawning += 1
+        try:
+            await self._start_one()
+        finally:
+            self._spawning -= 1
+            # wake callers waiting for a worker, whether this one made it or not
+            self._joined.set()
+            self._joined = anyio.Event()
+
+    async def _start_one(self) -> None:
         try:
             process = await anyio.open_process(
                 self._argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
@@ -161,8 +173,10 @@ class WorkerPool:
 
     async def call(self, request: bytes) -> bytes:
         """Send one request to the least busy worker and wait for its answer. Raises WorkerDied."""
-        if not self._workers:
-            raise WorkerDied("no worker process is running")
+        while not self._workers:
+            if not self._spawning:
+                raise WorkerDied("no worker process is running")
+            await self._joined.wait()  # a replacement is starting
         worker = min(self._workers, key=lambda w: len(w.pending))
         call = _Call()
         worker.pending.append(call)

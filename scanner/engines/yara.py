@@ -69,7 +69,6 @@ def create(config: Config) -> YaraEngine:
 
 def compile_rules(config: Config) -> bytes:
     """Compile the bundled and configured rules; serialized for the workers. Raises ConfigError."""
-    compiler = yara_x.Compiler()
     sources: list[tuple[str, str]] = []
     if config.builtin_rules:
         text = resources.files("scanner.rules").joinpath("builtin.yar").read_text(encoding="utf-8")
@@ -91,17 +90,26 @@ def compile_rules(config: Config) -> bytes:
                 raise ConfigError(f"engines.yara.rules: {f}: cannot read: {exc}") from None
     if not sources:
         raise ConfigError("engines.yara: no rules (builtin_rules = false and no rules given)")
-    for origin, text in sources:
-        # One namespace per file, so two files may each define a rule of the same name.
-        compiler.new_namespace(_namespace(origin))
-        try:
-            compiler.add_source(text, origin=origin)
-        except yara_x.CompileError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise ConfigError(f"engines.yara.rules: {origin}: {first}") from None
-    buf = io.BytesIO()
-    compiler.build().serialize_into(buf)
-    return buf.getvalue()
+    compiler = yara_x.Compiler()  # made only now: no exception above may carry it to another thread
+    failure = None
+    try:
+        for origin, text in sources:
+            # One namespace per file, so two files may each define a rule of the same name.
+            compiler.new_namespace(_namespace(origin))
+            try:
+                compiler.add_source(text, origin=origin)
+            except yara_x.CompileError as exc:
+                failure = f"engines.yara.rules: {origin}: {str(exc).strip().splitlines()[0]}"
+                break
+        else:
+            buf = io.BytesIO()
+            compiler.build().serialize_into(buf)
+            return buf.getvalue()
+    finally:
+        # yara-x objects may only be dropped on the thread that made them; an exception's traceback
+        # would otherwise keep this one alive until some other thread collects it.
+        del compiler
+    raise ConfigError(failure)
 
 
 def _namespace(origin: str) -> str:
