@@ -49,6 +49,7 @@ from ..errors import EngineError, ProtocolError, ServerError, TransportError
 from ..model import ErrorInfo, Finding, Kind, Outcome, Status, Target
 from ..ratelimit import Clock, MonotonicClock, RateLimits
 from ..sources._base import Source
+from ..state import StateStore
 from . import _metadefender_wire as wire
 from ._batching import Batcher, Singleflight
 from ._staging import Staged, stage
@@ -149,7 +150,17 @@ class MetaDefenderEngine:
             self._lookup, linger=config.hash_linger, max_size=self._batch_size, clock=self.clock
         )
         self._flights: Singleflight[str, Outcome] = Singleflight(config.dedupe_cache)
-        self.counts = {"hash_hits": 0, "hash_misses": 0, "uploads": 0, "polls": 0, "too_large": 0}
+        self._store: StateStore | None = None
+        self._cache_age = 0.0
+        self.counts = {
+            "hash_hits": 0,
+            "hash_misses": 0,
+            "uploads": 0,
+            "polls": 0,
+            "too_large": 0,
+            "cached": 0,
+            "resumed": 0,
+        }
 
     def __repr__(self) -> str:
         return f"<MetaDefenderEngine {self.http!r} {self.limits!r}>"
@@ -172,6 +183,12 @@ class MetaDefenderEngine:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.http.__aexit__(exc_type, exc, tb)
+
+    def attach_state(self, store: StateStore, cache_age: float) -> None:
+        """Use the run's state store: verdicts cached by content for ``cache_age`` seconds are not
+        asked again, and an upload a killed run left in flight is polled by its data_id, not re-sent."""
+        self._store = store
+        self._cache_age = cache_age
 
     def statistics(self) -> Mapping[str, Any]:
         return {
@@ -200,6 +217,10 @@ class MetaDefenderEngine:
         self, target: Target, staged: Staged, release: Callable[[], Awaitable[None]]
     ) -> Outcome:
         sha = staged.sha256
+        if self._store is not None:
+            known = await self._from_state(target, staged, release)
+            if known is not None:
+                return known
         item = await self._hashes.get(sha) if self.config.hash_lookup else None
         if item is not None and item.found:
             self.counts["hash_hits"] += 1
@@ -217,8 +238,35 @@ class MetaDefenderEngine:
         await release()
         if data_id is None:
             return self._too_large(staged, self.max_size)
+        if self._store is not None:
+            self._store.submitted(self.name, target, {"data_id": data_id, "sha256": sha})
         report = await self._poll(data_id)
         return self._outcome(report.result_i, report.threats, data_id, staged, "upload")
+
+    async def _from_state(
+        self, target: Target, staged: Staged, release: Callable[[], Awaitable[None]]
+    ) -> Outcome | None:
+        """A verdict without an upload: this content's cached verdict, or the report of the upload a
+        killed run left in flight for this very target and content."""
+        assert self._store is not None
+        sha = staged.sha256
+        cached = await self._store.cached(self.name, sha, self._cache_age)
+        if cached is not None:
+            self.counts["cached"] += 1
+            await release()
+            vendor = {"sha256": sha, "via": "cache"}
+            return dataclasses.replace(cached, size=staged.size, vendor=vendor)
+        pending = await self._store.pending(self.name, target)
+        if pending is None or pending.get("sha256") != sha or not pending.get("data_id"):
+            return None
+        data_id = str(pending["data_id"])
+        try:
+            report = await self._poll(data_id)
+        except ProtocolError:
+            return None  # the vendor forgot it (404): scan the content afresh, body still staged
+        await release()
+        self.counts["resumed"] += 1
+        return self._outcome(report.result_i, report.threats, data_id, staged, "resumed")
 
     def _batch_size(self) -> int:
         budget = self.limits.available("hash")
