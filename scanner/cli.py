@@ -323,6 +323,11 @@ def _build_sink(output: str, settings: config.Settings, *, append: bool) -> Sink
     return ndjson
 
 
+def _resumable_sink(sink: Sink) -> bool:
+    """True for sinks whose partial output is worth keeping (a file or stdout, appended to on resume)."""
+    return not sink.name.startswith("s3://")
+
+
 def _resumable(output: str) -> str | None:
     """The absolute path of an output a later run can continue, or None (stdout, S3, a pipe)."""
     if output == "-" or output.startswith("s3://"):
@@ -396,7 +401,9 @@ async def _scan_with(
             rescan_infected=args.rescan_infected,
             emit_skipped=args.emit_skipped,
         )
-        admission = Admission(store, engine.name, run, policy)
+        if run.resumed or policy.skip_unchanged:
+            # a fresh run that skips nothing needs no admission step (and no lookups)
+            admission = Admission(store, engine.name, run, policy)
         committer = Committer(store, run, output=output, sync=getattr(sink, "sync", None))
         attach = getattr(engine, "attach_state", None)
         if attach is not None:
@@ -442,6 +449,10 @@ async def _scan_with(
                 await sink.abort()
     assert summary is not None  # run() either returned one or raised
     with anyio.CancelScope(shield=True):
+        if summary.interrupted and not _resumable_sink(sink):
+            # an S3 report is all or nothing: an interrupted run must not look like a complete one
+            log.warning("interrupted: the report to %s is discarded; run again to write it whole", sink.name)
+            await sink.abort()
         await sink.aclose()
         if store is not None and run is not None and not summary.interrupted:
             await store.finish_run(output, run.run_id)

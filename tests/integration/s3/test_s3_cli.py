@@ -170,3 +170,28 @@ def test_s3_targets_on_stdin_are_read_and_the_connection_closed(
     assert verdicts["vanished-before-read"]["verdict"] == "error"
     assert verdicts["vanished-before-read"]["error"]["code"] == "vanished"
     assert "Unclosed" not in run.stderr
+
+
+def test_an_interrupted_run_leaves_no_report_that_looks_complete(
+    data: dict[str, bytes], tmp_path: Path, s3: Any
+) -> None:
+    import signal
+    import time
+
+    key = "interrupted/report.ndjson"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scanner", "scan", "-", "--output", f"s3://{REPORTS}/{key}", "-q"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    for name in list(data)[:20]:
+        proc.stdin.write(json.dumps({"kind": "s3", "target": f"s3://{BUCKET}/{name}"}).encode() + b"\n")
+    proc.stdin.flush()  # stdin stays open: the run waits for more targets
+    time.sleep(4)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, err
+    listed = s3.list_objects_v2(Bucket=REPORTS, Prefix="interrupted/")
+    assert listed.get("KeyCount", 0) == 0
+    assert not s3.list_multipart_uploads(Bucket=REPORTS).get("Uploads")
