@@ -1,8 +1,8 @@
 """Logging to stderr, with every configured secret redacted from every record.
 
-Adapters already keep secrets out of their messages; this filter is the backstop: whatever a
-third-party library or an exception message might echo, a registered secret is replaced by
-``[redacted]`` before a byte reaches stderr.
+Adapters already keep secrets out of their messages (:mod:`scanner._redact`); this filter is the
+backstop: whatever a third-party library or an exception message might echo, a registered secret is
+replaced by ``***`` before a byte reaches stderr. Every validated engine config registers its secrets.
 """
 
 from __future__ import annotations
@@ -10,30 +10,30 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-import pydantic
+from ._redact import Redactor
 
-__all__ = ("Redactor", "configure", "redact", "register_secrets", "secrets_in")
+if TYPE_CHECKING:
+    import pydantic
 
-_MIN_SECRET = 4  # shorter values would redact ordinary words
+__all__ = ("RedactingFilter", "configure", "redact", "register_secrets", "secrets_in")
 
 
-class Redactor(logging.Filter):
+class RedactingFilter(logging.Filter):
+    """The process-wide backstop: every registered secret is masked in every log record."""
+
     def __init__(self) -> None:
         super().__init__()
-        self._secrets: list[str] = []
+        self._secrets: set[str] = set()
+        self._redactor = Redactor()
 
     def add(self, secrets: Iterable[str]) -> None:
-        for s in secrets:
-            if len(s) >= _MIN_SECRET and s not in self._secrets:
-                self._secrets.append(s)
-        self._secrets.sort(key=len, reverse=True)
+        self._secrets.update(secrets)
+        self._redactor = Redactor(self._secrets)
 
     def __call__(self, text: str) -> str:
-        for s in self._secrets:
-            if s in text:
-                text = text.replace(s, "[redacted]")
-        return text
+        return self._redactor.text(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self._secrets:
@@ -46,7 +46,7 @@ class Redactor(logging.Filter):
         return True
 
 
-_redactor = Redactor()
+_redactor = RedactingFilter()
 
 
 def redact(text: str) -> str:
@@ -59,9 +59,9 @@ def secrets_in(model: pydantic.BaseModel) -> list[str]:
     found: list[str] = []
     for name in type(model).model_fields:
         value = getattr(model, name)
-        if isinstance(value, pydantic.SecretStr):
+        if hasattr(value, "get_secret_value"):
             found.append(value.get_secret_value())
-        elif isinstance(value, pydantic.BaseModel):
+        elif hasattr(type(value), "model_fields"):
             found.extend(secrets_in(value))
     return found
 

@@ -45,9 +45,11 @@ def _module(name: str) -> ModuleType:
 def build(name: str, settings: Settings) -> Engine:
     """Validate ``[engines.NAME]`` and construct the engine (no I/O until it is entered)."""
     from ..config import validate_section
+    from ..logs import register_secrets, secrets_in
 
     mod = _module(name)
     config = validate_section(mod.Config, settings.engine_table(name), f"engines.{name}")
+    register_secrets(secrets_in(config))
     engine: Engine = mod.create(config)
     return engine
 
