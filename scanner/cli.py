@@ -13,6 +13,7 @@ import re
 import signal
 import sys
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
@@ -404,7 +405,14 @@ async def _scan_with(
         if run.resumed or policy.skip_unchanged:
             # a fresh run that skips nothing needs no admission step (and no lookups)
             admission = Admission(store, engine.name, run, policy)
-        committer = Committer(store, run, output=output, sync=getattr(sink, "sync", None))
+        committer = Committer(
+            store,
+            run,
+            output=output,
+            sync=getattr(sink, "sync", None),
+            position=getattr(sink, "position", None),
+            fsync=getattr(sink, "fsync", None),
+        )
         attach = getattr(engine, "attach_state", None)
         if attach is not None:
             attach(store, args.cache_age.total_seconds())
@@ -427,7 +435,11 @@ async def _scan_with(
     summary: Summary | None = None
     try:
         fatal: ScannerError | None = None
-        async with engine, anyio.create_task_group() as tg:
+        async with AsyncExitStack() as stack:
+            if committer is not None:
+                await stack.enter_async_context(committer)  # group commits in the background
+            await stack.enter_async_context(engine)
+            tg = await stack.enter_async_context(anyio.create_task_group())
             tg.start_soon(_watch_signals, pipeline)
             tg.start_soon(progress.run, pipeline)
             try:
@@ -437,14 +449,15 @@ async def _scan_with(
                 # which run() reports as an internal error instead of the error's own line
                 fatal = exc
             tg.cancel_scope.cancel()
+            if committer is not None:
+                with anyio.CancelScope(shield=True):
+                    await committer.flush()
         if fatal is not None:
             raise fatal
     finally:
         with anyio.CancelScope(shield=True):
             for source in built:
                 await source.aclose()
-            if committer is not None:
-                await committer.flush()
             if summary is None:
                 await sink.abort()
     assert summary is not None  # run() either returned one or raised

@@ -23,9 +23,14 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import TracebackType
+from typing import Self
+
+import anyio
+from anyio.abc import TaskGroup
 
 from .model import ErrorInfo, Outcome, Status, Target, Verdict
-from .state import Run, StateStore, content_version, identity
+from .state import Run, Snapshot, StateStore, content_version, identity
 
 __all__ = ("Admission", "Committer", "Policy")
 
@@ -88,10 +93,18 @@ class Admission:
 
 
 Sync = Callable[[], Awaitable[int | None]]
+Position = Callable[[], int | None]
+Fsync = Callable[[], Awaitable[None]]
 
 
 class Committer:
-    """Group commits: at most every ``interval`` seconds or ``max_rows`` verdicts, and at the end."""
+    """Group commits: at most every ``interval`` seconds or ``max_rows`` verdicts, and at the end.
+
+    Used plainly, a due commit runs inside the writer's call. Entered as an async context manager, it
+    runs in the background, one at a time, so the writer goes on writing while SQLite works; what it
+    commits is taken at one instant together with the output's size, so the offset it records never
+    counts a line whose target the commit lacks. Leaving the context waits for it and commits the rest.
+    """
 
     def __init__(
         self,
@@ -99,7 +112,9 @@ class Committer:
         run: Run,
         *,
         output: str | None,
-        sync: Sync | None,
+        sync: Sync | None = None,
+        position: Position | None = None,
+        fsync: Fsync | None = None,
         interval: float = 1.0,
         max_rows: int = 20_000,
     ) -> None:
@@ -107,17 +122,60 @@ class Committer:
         self._run = run
         self._output = output
         self._sync = sync
+        self._position = position
+        self._fsync = fsync
         self._interval = interval
         self._max_rows = max_rows
         self._last = time.monotonic()
+        self._tg: TaskGroup | None = None
+        self._idle = anyio.Event()
+        self._idle.set()
+
+    async def __aenter__(self) -> Self:
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        tg, self._tg = self._tg, None
+        assert tg is not None
+        with anyio.CancelScope(shield=True):
+            await self._idle.wait()
+        await tg.__aexit__(exc_type, exc, tb)
 
     async def __call__(self, verdicts: Sequence[Verdict]) -> None:
         self._store.record(verdicts, self._run.run_id)
-        if self._store.buffered >= self._max_rows or time.monotonic() - self._last >= self._interval:
+        due = self._store.buffered >= self._max_rows or time.monotonic() - self._last >= self._interval
+        if not due:
+            return
+        if self._tg is None or self._position is None:
             await self.flush()
+        elif self._idle.is_set():
+            # take the rows and the size at one instant: the writer is here, so no write is half done
+            snapshot, offset = self._store.take(), self._position()
+            self._idle = anyio.Event()
+            self._tg.start_soon(self._commit, snapshot, offset)
+
+    async def _commit(self, snapshot: Snapshot, offset: int | None) -> None:
+        try:
+            if self._fsync is not None:
+                await self._fsync()
+            await self._store.commit(self._output, self._run.run_id, offset, snapshot)
+        finally:
+            self._last = time.monotonic()
+            self._idle.set()
 
     async def flush(self) -> None:
         """Make the output durable, then record what it holds. Call shielded at the end of a run."""
+        await self._idle.wait()
+        if self._position is not None:
+            snapshot, offset = self._store.take(), self._position()
+            self._idle = anyio.Event()
+            await self._commit(snapshot, offset)
+            return
         offset = await self._sync() if self._sync is not None else None
         await self._store.commit(self._output, self._run.run_id, offset)
         self._last = time.monotonic()

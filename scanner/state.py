@@ -36,7 +36,7 @@ import orjson
 from .errors import ConfigError
 from .model import Finding, Kind, Outcome, Status, Target, Verdict
 
-__all__ = ("Row", "Run", "StateStore", "content_version", "identity")
+__all__ = ("Row", "Run", "Snapshot", "StateStore", "content_version", "identity")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -94,6 +94,14 @@ class Row:
     status: Status
     scanned_at: float
     run_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    rows: list[tuple[Any, ...]]
+    content: list[tuple[Any, ...]]
+    done: list[tuple[str, str]]
+    submitted: list[tuple[Any, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,15 +260,25 @@ class StateStore:
     def buffered(self) -> int:
         return len(self._buffer)
 
+    def take(self) -> Snapshot:
+        """Everything recorded since the last take, to be committed later as one transaction."""
+        snapshot = Snapshot(self._buffer, self._content, self._done_pending, self._submitted)
+        self._buffer, self._content, self._done_pending, self._submitted = [], [], [], []
+        return snapshot
+
     async def commit(
-        self, output: str | None = None, run_id: str | None = None, offset: int | None = None
+        self,
+        output: str | None = None,
+        run_id: str | None = None,
+        offset: int | None = None,
+        snapshot: Snapshot | None = None,
     ) -> None:
-        """Write everything buffered in one transaction, with the output's committed offset."""
-        rows, self._buffer = self._buffer, []
-        content, self._content = self._content, []
-        done, self._done_pending = self._done_pending, []
-        submitted, self._submitted = self._submitted, []
-        await self._run(self._commit, rows, content, done, submitted, output, run_id, offset)
+        """Write ``snapshot`` (default: everything buffered) in one transaction, with the output's
+        committed offset, which must not count lines whose targets the snapshot lacks."""
+        snap = self.take() if snapshot is None else snapshot
+        await self._run(
+            self._commit, snap.rows, snap.content, snap.done, snap.submitted, output, run_id, offset
+        )
         self.commits += 1
 
     def _commit(

@@ -111,6 +111,22 @@ class NdjsonSink:
         """The output file, when it is a regular file that a later run can resume."""
         return self._path if self._regular else None
 
+    def position(self) -> int | None:
+        """Bytes in the file now (None for a pipe). Exact between writes: the writer is the only one."""
+        if self._fd is None or not self._regular:
+            return None
+        return os.fstat(self._fd).st_size
+
+    async def fsync(self) -> None:
+        """Make every line handed over so far durable."""
+        fd = self._fd
+        if fd is None or not self._regular:
+            return
+        try:
+            await anyio.to_thread.run_sync(os.fsync, fd)
+        except OSError as exc:
+            raise SinkError(_describe(exc, self.name)) from None
+
     async def sync(self) -> int | None:
         """Make every line written so far durable; returns the file's size (None for a pipe)."""
         fd = self._fd

@@ -140,3 +140,35 @@ async def test_a_file_that_is_not_a_database_is_a_config_error(tmp_path: Path) -
     bogus.write_bytes(orjson.dumps({"not": "sqlite"}) * 100)
     with pytest.raises(ConfigError, match="state store"):
         await StateStore.open(str(bogus))
+
+
+async def test_background_commits_never_record_an_offset_past_their_rows(tmp_path: Path) -> None:
+    from scanner.resume import Committer
+    from scanner.sinks.ndjson import NdjsonSink
+
+    out = tmp_path / "out.ndjson"
+    store = await StateStore.open(str(tmp_path / "s.db"))
+    run = await store.begin_run(str(out), "yara")
+    sink = NdjsonSink(str(out))
+    sink.open()
+    committer = Committer(
+        store, run, output=str(out), position=sink.position, fsync=sink.fsync, interval=0, max_rows=1
+    )
+    offsets: list[int] = []
+    async with committer:
+        for b in range(40):
+            batch = [verdict(Target(Kind.FILE, f"/b{b}/f{i}")) for i in range(50)]
+            await sink.write(batch)
+            await committer(batch)
+            # every commit that has landed recorded an offset whose lines are all in the store
+            again = await store.begin_run(str(out), "yara")
+            offsets.append(again.committed_offset)
+            head = out.read_bytes()[: again.committed_offset]
+            named = [Target(Kind.FILE, orjson.loads(line)["target"]) for line in head.splitlines()]
+            assert len(await store.lookup("yara", named)) == len(named)
+        await committer.flush()
+    await sink.aclose()
+    assert offsets == sorted(offsets) and offsets[-1] > 0
+    final = await store.begin_run(str(out), "yara")
+    assert final.committed_offset == out.stat().st_size
+    await store.aclose()
