@@ -64,7 +64,7 @@ async def _pipeline(count: int, out: str, state: str | None, skip_unchanged: boo
         store = await StateStore.open(state)
         run = await store.begin_run(out, engine.name)
         admit = Admission(store, engine.name, run, Policy(skip_unchanged=skip_unchanged))
-        committer = Committer(store, run, output=out, sync=sink.sync)
+        committer = Committer(store, run, output=out, position=sink.position, fsync=sink.fsync)
         on_written = committer
     pipeline = Pipeline(
         [MemorySource(count=count)],

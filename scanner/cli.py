@@ -409,7 +409,6 @@ async def _scan_with(
             store,
             run,
             output=output,
-            sync=getattr(sink, "sync", None),
             position=getattr(sink, "position", None),
             fsync=getattr(sink, "fsync", None),
         )
@@ -484,7 +483,7 @@ async def _watch_signals(pipeline: Pipeline) -> None:
                 log.warning(
                     "%s: stopping; jobs in flight get up to %.0fs to finish (signal again to quit now)",
                     name,
-                    pipeline._drain_timeout,
+                    pipeline.drain_timeout,
                 )
                 pipeline.stop()
             else:

@@ -165,6 +165,11 @@ class Pipeline:
             f"{s.written} written{', listing done' if s.listing_done else ''}]>"
         )
 
+    @property
+    def drain_timeout(self) -> float:
+        """Seconds jobs in flight get to finish after :meth:`stop`."""
+        return self._drain_timeout
+
     def statistics(self) -> PipelineStatistics:
         return PipelineStatistics(
             listed=self._listed,

@@ -92,7 +92,6 @@ class Admission:
         return kept, dropped
 
 
-Sync = Callable[[], Awaitable[int | None]]
 Position = Callable[[], int | None]
 Fsync = Callable[[], Awaitable[None]]
 
@@ -112,7 +111,6 @@ class Committer:
         run: Run,
         *,
         output: str | None,
-        sync: Sync | None = None,
         position: Position | None = None,
         fsync: Fsync | None = None,
         interval: float = 1.0,
@@ -121,7 +119,6 @@ class Committer:
         self._store = store
         self._run = run
         self._output = output
-        self._sync = sync
         self._position = position
         self._fsync = fsync
         self._interval = interval
@@ -151,13 +148,16 @@ class Committer:
         due = self._store.buffered >= self._max_rows or time.monotonic() - self._last >= self._interval
         if not due:
             return
-        if self._tg is None or self._position is None:
+        if self._tg is None:
             await self.flush()
         elif self._idle.is_set():
             # take the rows and the size at one instant: the writer is here, so no write is half done
-            snapshot, offset = self._store.take(), self._position()
+            snapshot, offset = self._store.take(), self._offset()
             self._idle = anyio.Event()
             self._tg.start_soon(self._commit, snapshot, offset)
+
+    def _offset(self) -> int | None:
+        return self._position() if self._position is not None else None
 
     async def _commit(self, snapshot: Snapshot, offset: int | None) -> None:
         try:
@@ -171,11 +171,6 @@ class Committer:
     async def flush(self) -> None:
         """Make the output durable, then record what it holds. Call shielded at the end of a run."""
         await self._idle.wait()
-        if self._position is not None:
-            snapshot, offset = self._store.take(), self._position()
-            self._idle = anyio.Event()
-            await self._commit(snapshot, offset)
-            return
-        offset = await self._sync() if self._sync is not None else None
-        await self._store.commit(self._output, self._run.run_id, offset)
-        self._last = time.monotonic()
+        snapshot, offset = self._store.take(), self._offset()
+        self._idle = anyio.Event()
+        await self._commit(snapshot, offset)

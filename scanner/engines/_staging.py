@@ -68,6 +68,7 @@ async def stage(
     body: Body, *, spool_dir: str | None = None, in_memory: int = 1 << 20
 ) -> AsyncIterator[Staged]:
     """Hash (and, for non-local bodies, spool) ``body``; the spool file is removed on exit.
+    ``in_memory=0`` always spools, for engines that read the content by path.
 
     Raises TargetError when the body cannot be read to the end or its size is not the promised one.
     Cancellation removes the spool file.
@@ -98,10 +99,14 @@ async def stage(
                     await anyio.to_thread.run_sync(_write_all, spool[0], early)
                 buffered = []
             await anyio.to_thread.run_sync(_write_all, spool[0], chunk)
-        if spool is None:
+        if spool is None and in_memory > 0:
             yield Staged(None, hashing.sha256, hashing.size, data=b"".join(buffered))
-        else:
-            yield Staged(spool[1], hashing.sha256, hashing.size)
+            return
+        if spool is None:  # in_memory=0 asks for a file whatever the size, even an empty one
+            spool = await anyio.to_thread.run_sync(
+                lambda: tempfile.mkstemp(prefix="scanner-spool-", dir=spool_dir)
+            )
+        yield Staged(spool[1], hashing.sha256, hashing.size)
     finally:
         if spool is not None:
             with anyio.CancelScope(shield=True):

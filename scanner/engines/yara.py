@@ -16,11 +16,9 @@ a scan over ``timeout`` seconds gets ``unscannable``/``scan_timeout``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import logging
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from importlib import resources
@@ -34,12 +32,12 @@ import pydantic
 import yara_x
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from .._content import Hashing
 from ..config import EngineConfig
 from ..errors import ConfigError, EngineError, TargetError
 from ..model import ErrorInfo, Finding, Kind, Outcome, Status, Target
-from ..sources._base import Source
+from ..sources._base import Body, Source
 from . import _yara_worker
+from ._staging import stage
 from ._workers import WorkerDied, WorkerPool
 
 __all__ = ("Config", "YaraEngine", "compile_rules", "create")
@@ -185,25 +183,17 @@ class YaraEngine:
         async with source.open(target) as body:
             if body.path is not None:
                 return _outcome(await self._submit(body.path, True))
-            return await self._scan_spooled(body.chunks(), body.size)
+            return await self._scan_spooled(body)
 
-    async def _scan_spooled(self, chunks: Any, size: int | None) -> Outcome:
+    async def _scan_spooled(self, body: Body) -> Outcome:
+        size = body.size
         if size is not None and self.max_size is not None and size > self.max_size:
             return _outcome(
                 ("err", "too_large", f"{size} bytes is over the limit of {self.max_size} bytes", size)
             )
-        fd, path = await anyio.to_thread.run_sync(
-            lambda: tempfile.mkstemp(prefix="scanner-", dir=self._config.spool_dir)
-        )
-        try:
-            hashing = Hashing(chunks, size)
-            async with await anyio.open_file(fd, "wb") as out:
-                async for chunk in hashing:
-                    await out.write(chunk)
-            result = await self._submit(path, False)
-        finally:
-            await anyio.to_thread.run_sync(_unlink, path)
-        return _outcome(result)
+        async with stage(body, spool_dir=self._config.spool_dir, in_memory=0) as staged:
+            assert staged.path is not None
+            return _outcome(await self._submit(staged.path, False))
 
     async def _submit(self, path: str, follow: bool) -> tuple[Any, ...]:
         future: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
@@ -257,11 +247,6 @@ class YaraEngine:
         finally:
             self._busy -= 1
             slots.release()
-
-
-def _unlink(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
 
 
 _UNSCANNABLE = frozenset({"too_large", "scan_timeout"})

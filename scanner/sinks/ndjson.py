@@ -127,21 +127,6 @@ class NdjsonSink:
         except OSError as exc:
             raise SinkError(_describe(exc, self.name)) from None
 
-    async def sync(self) -> int | None:
-        """Make every line written so far durable; returns the file's size (None for a pipe)."""
-        fd = self._fd
-        if fd is None or not self._regular:
-            return None
-
-        def flush() -> int:
-            os.fsync(fd)
-            return os.fstat(fd).st_size
-
-        try:
-            return await anyio.to_thread.run_sync(flush)
-        except OSError as exc:
-            raise SinkError(_describe(exc, self.name)) from None
-
     async def aclose(self) -> None:
         fd, self._fd = self._fd, None
         if fd is None:

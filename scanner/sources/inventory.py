@@ -26,7 +26,7 @@ import os
 import tempfile
 import zlib
 from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import AbstractAsyncContextManager, suppress
+from contextlib import suppress
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
@@ -39,7 +39,7 @@ from ..model import Kind, Target
 from ._s3conn import S3Config, S3Connection, listing_error, parse_s3_uri
 from ._s3wire import S3ResponseError
 from .filters import TargetFilter
-from .s3 import S3Body, S3Objects
+from .s3 import S3Objects
 
 if TYPE_CHECKING:
     from . import SourceOptions
@@ -104,7 +104,7 @@ def parse_manifest(data: bytes, where: str) -> Manifest:
     return Manifest(raw, where)
 
 
-class InventorySource:
+class InventorySource(S3Objects):
     """Targets from one S3 Inventory report (see the module docstring)."""
 
     kinds = frozenset({Kind.S3})
@@ -120,8 +120,7 @@ class InventorySource:
         self.manifest = manifest
         self.filters = filters or TargetFilter()
         self.all_versions = all_versions
-        self._conn = conn
-        self._objects = S3Objects(conn)
+        super().__init__(conn)
         self.rows = 0
         self.files_read = 0
 
@@ -134,16 +133,6 @@ class InventorySource:
             parse_s3_uri(self.manifest)
         elif not os.path.isfile(self.manifest):
             raise SourceError(f"inventory:{self.manifest}: no such file")
-
-    def open(self, target: Target, /) -> AbstractAsyncContextManager[S3Body]:
-        return self._objects.open(target)
-
-    def local_path(self, target: Target, /) -> None:
-        """S3 bytes never sit on this machine: engines stream them or scan by bucket/key."""
-        return None
-
-    async def aclose(self) -> None:
-        await self._conn.aclose()
 
     async def targets(self) -> AsyncIterator[Target]:
         manifest = parse_manifest(await self._read_manifest(), self.manifest)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -103,7 +103,10 @@ class S3Body:
 
 
 class S3Objects:
-    """Opens S3 targets' bodies (see the module docstring). ``if_match`` follows ``[s3] if_match``."""
+    """Opens S3 targets' bodies (see the module docstring). ``if_match`` follows ``[s3] if_match``.
+
+    The base of every S3-backed source (a listing, an inventory): they differ only in how they list.
+    """
 
     def __init__(self, conn: S3Connection) -> None:
         self._conn = conn
@@ -132,11 +135,15 @@ class S3Objects:
         except S3ResponseError as exc:
             raise object_error(exc) from None
 
+    def local_path(self, target: Target, /) -> None:
+        """S3 bytes never sit on this machine: engines stream them or scan by bucket/key."""
+        return None
+
     async def aclose(self) -> None:
         await self._conn.aclose()
 
 
-class S3Source:
+class S3Source(S3Objects):
     """Objects under ``s3://bucket/prefix``; see the module docstring for the contract.
 
     ``targets()`` runs listing tasks inside it when listing in parallel: iterate it to the end, or close
@@ -158,8 +165,7 @@ class S3Source:
         self.prefix = prefix
         self.filters = filters or TargetFilter()
         self.all_versions = all_versions
-        self._conn = conn
-        self._objects = S3Objects(conn)
+        super().__init__(conn)
         cfg = conn.config
         self.list_concurrency = cfg.list_concurrency
         self.page_size = cfg.page_size
@@ -178,16 +184,6 @@ class S3Source:
             f"<S3Source {self.uri} versions={self.all_versions} concurrency={self.list_concurrency}"
             f" pages={self.pages} listed={self.listed}>"
         )
-
-    def open(self, target: Target, /) -> AbstractAsyncContextManager[S3Body]:
-        return self._objects.open(target)
-
-    def local_path(self, target: Target, /) -> None:
-        """S3 bytes never sit on this machine: engines stream them or scan by bucket/key."""
-        return None
-
-    async def aclose(self) -> None:
-        await self._conn.aclose()
 
     async def targets(self) -> AsyncIterator[Target]:
         if self.list_concurrency <= 1:
