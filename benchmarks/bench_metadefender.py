@@ -32,6 +32,7 @@ from typing import Any
 import aiohttp
 import anyio
 
+from scanner.config import validate_section
 from scanner.engines.metadefender import Config, MetaDefenderEngine
 from scanner.model import Kind, Status, Target
 from scanner.pipeline import Pipeline
@@ -82,7 +83,7 @@ async def serve(**options: Any) -> AsyncIterator[Sim]:
 
 def config(url: str, **overrides: Any) -> Config:
     values: dict[str, Any] = {"base_url": url, "api_key": KEY, **overrides}
-    return Config.model_validate(values)
+    return validate_section(Config, values, "engines.metadefender")
 
 
 async def run_pipeline(

@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
 import anyio
-import pydantic
 
 from . import __version__, config, engines, logs, sources
 from .errors import ScannerError, UsageError
@@ -62,8 +61,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _size(text: str) -> int:
     try:
-        return int(pydantic.TypeAdapter(pydantic.ByteSize).validate_python(text))
-    except pydantic.ValidationError:
+        return int(config.ByteSize.from_config(text))
+    except ValueError:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 10MB, 1.5GiB or 4096)") from None
 
 

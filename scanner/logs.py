@@ -10,12 +10,8 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from ._redact import Redactor
-
-if TYPE_CHECKING:
-    import pydantic
 
 __all__ = ("RedactingFilter", "configure", "redact", "register_secrets", "secrets_in")
 
@@ -54,14 +50,14 @@ def redact(text: str) -> str:
     return _redactor(text)
 
 
-def secrets_in(model: pydantic.BaseModel) -> list[str]:
-    """Every SecretStr value inside a validated config model, nested models included."""
+def secrets_in(config: object) -> list[str]:
+    """Every :class:`~scanner.config.Secret` inside a validated config struct, nested structs included."""
     found: list[str] = []
-    for name in type(model).model_fields:
-        value = getattr(model, name)
+    for name in getattr(type(config), "__struct_fields__", ()):
+        value = getattr(config, name)
         if hasattr(value, "get_secret_value"):
             found.append(value.get_secret_value())
-        elif hasattr(type(value), "model_fields"):
+        elif hasattr(type(value), "__struct_fields__"):
             found.extend(secrets_in(value))
     return found
 

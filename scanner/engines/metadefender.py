@@ -38,13 +38,14 @@ import posixpath
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
+from typing import Annotated as A
 from typing import Any, Self
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
-import pydantic
+from msgspec import Meta as M
 
 from .._http import RetryPolicy, Timeouts, VendorClient
-from ..config import EngineConfig
+from ..config import EngineConfig, HttpUrl, Secret
 from ..errors import EngineError, ProtocolError, ServerError, TransportError
 from ..model import ErrorInfo, Finding, Kind, Outcome, Status, Target
 from ..ratelimit import Clock, MonotonicClock, RateLimits
@@ -58,50 +59,42 @@ __all__ = ("Config", "MetaDefenderEngine", "create")
 
 log = logging.getLogger("scanner.engines.metadefender")
 
-_F = pydantic.Field
 #: the families the documents name for uploads and hash lookups; the answers' X-RateLimit-For rules
 _PREVENTION, _REPUTATION = "prevention_api", "reputation_api"
 #: uploads of one content: a lost answer is followed by a hash check, then one more upload at most
 _UPLOAD_TRIES = 2
+_DEFAULT_URL = HttpUrl("https://api.metadefender.com")
 
 
-class Config(EngineConfig):
+class Config(EngineConfig, frozen=True, kw_only=True):
     """``[engines.metadefender]``"""
 
-    base_url: str = _F(default="https://api.metadefender.com", description="the adapter appends /v4/...")
-    api_key: pydantic.SecretStr = _F(description="MetaDefender Cloud API key (use ${METADEFENDER_API_KEY})")
-    ca_file: str | None = _F(default=None, description="PEM bundle to trust instead of the system store")
-    connections: int = _F(default=16, ge=1, le=1024, description="HTTP connections (pool size)")
-    jobs: int = _F(default=32, ge=1, description="default jobs in flight for this engine")
-    connect_timeout: float = _F(default=10.0, gt=0)
-    read_timeout: float = _F(default=120.0, gt=0, description="seconds between bytes of an answer")
-    retry_attempts: int = _F(default=5, ge=1, le=20, description="tries per request on timeouts/5xx")
-    throttle_retries: int = _F(default=10, ge=0, le=50, description="extra tries per request on throttling")
-    retry_base: float = _F(default=1.0, gt=0, description="first backoff ceiling (s), doubled per retry")
-    retry_cap: float = _F(default=60.0, gt=0, description="largest single backoff (s)")
-    retry_max_wait: float = _F(default=300.0, ge=0, description="total backoff per request (s)")
-    requests_per_second: float | None = _F(default=None, gt=0, description="pace of uploads and lookups")
-    burst: int = _F(default=1, ge=1, description="paced requests allowed at once")
-    max_concurrency: int | None = _F(default=None, ge=1, description="requests in flight at once")
-    max_quota_wait: float = _F(default=600.0, ge=0, description="wait this long for a quota reset, else stop")
-    hash_lookup: bool = _F(default=True, description="look hashes up before uploading")
-    hash_batch: int = _F(default=1000, ge=1, le=1000, description="hashes per bulk lookup")
-    hash_linger: float = _F(default=0.05, ge=0, description="seconds a bulk lookup waits for company")
-    poll_initial: float = _F(default=3.0, ge=0, description="first wait before polling (s)")
-    poll_factor: float = _F(default=1.2, ge=1.0, description="growth of the poll interval")
-    poll_max: float = _F(default=300.0, gt=0, description="largest poll interval (s)")
-    poll_timeout: float = _F(default=3600.0, gt=0, description="give up polling after this long (s)")
-    rule: str | None = _F(default=None, description="workflow rule header, e.g. 'unarchive'")
-    spool_dir: str | None = _F(default=None, description="where non-local bodies are spooled")
-    dedupe_cache: int = _F(default=100_000, ge=0, description="outcomes remembered by sha256 in a run")
-
-    @pydantic.field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be an http:// or https:// URL")
-        return value.rstrip("/")
+    base_url: A[HttpUrl, M(description="the adapter appends /v4/... (http or https)")] = _DEFAULT_URL
+    api_key: A[Secret, M(description="MetaDefender Cloud API key (use ${METADEFENDER_API_KEY})")]
+    ca_file: A[str | None, M(description="PEM bundle to trust instead of the system store")] = None
+    connections: A[int, M(ge=1, le=1024, description="HTTP connections (pool size)")] = 16
+    jobs: A[int, M(ge=1, description="default jobs in flight for this engine")] = 32
+    connect_timeout: A[float, M(gt=0)] = 10.0
+    read_timeout: A[float, M(gt=0, description="seconds between bytes of an answer")] = 120.0
+    retry_attempts: A[int, M(ge=1, le=20, description="tries per request on timeouts/5xx")] = 5
+    throttle_retries: A[int, M(ge=0, le=50, description="extra tries per request on throttling")] = 10
+    retry_base: A[float, M(gt=0, description="first backoff ceiling (s), doubled per retry")] = 1.0
+    retry_cap: A[float, M(gt=0, description="largest single backoff (s)")] = 60.0
+    retry_max_wait: A[float, M(ge=0, description="total backoff per request (s)")] = 300.0
+    requests_per_second: A[float, M(gt=0, description="pace of uploads and lookups")] | None = None
+    burst: A[int, M(ge=1, description="paced requests allowed at once")] = 1
+    max_concurrency: A[int, M(ge=1, description="requests in flight at once")] | None = None
+    max_quota_wait: A[float, M(ge=0, description="wait this long for a quota reset, else stop")] = 600.0
+    hash_lookup: A[bool, M(description="look hashes up before uploading")] = True
+    hash_batch: A[int, M(ge=1, le=1000, description="hashes per bulk lookup")] = 1000
+    hash_linger: A[float, M(ge=0, description="seconds a bulk lookup waits for company")] = 0.05
+    poll_initial: A[float, M(ge=0, description="first wait before polling (s)")] = 3.0
+    poll_factor: A[float, M(ge=1.0, description="growth of the poll interval")] = 1.2
+    poll_max: A[float, M(gt=0, description="largest poll interval (s)")] = 300.0
+    poll_timeout: A[float, M(gt=0, description="give up polling after this long (s)")] = 3600.0
+    rule: A[str | None, M(description="workflow rule header, e.g. 'unarchive'")] = None
+    spool_dir: A[str | None, M(description="where non-local bodies are spooled")] = None
+    dedupe_cache: A[int, M(ge=0, description="outcomes remembered by sha256 in a run")] = 100_000
 
 
 def create(config: Config, *, clock: Clock | None = None) -> MetaDefenderEngine:

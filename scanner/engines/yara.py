@@ -24,15 +24,15 @@ from contextlib import AsyncExitStack
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
 import anyio
 import orjson
-import pydantic
 import yara_x
 from anyio.streams.memory import MemoryObjectReceiveStream
+from msgspec import Meta
 
-from ..config import EngineConfig
+from ..config import ByteSize, EngineConfig
 from ..errors import ConfigError, EngineError, TargetError
 from ..model import ErrorInfo, Finding, Kind, Outcome, Status, Target
 from ..sources._base import Body, Source
@@ -45,20 +45,16 @@ __all__ = ("Config", "YaraEngine", "compile_rules", "create")
 log = logging.getLogger("scanner.engines.yara")
 
 
-class Config(EngineConfig):
+class Config(EngineConfig, frozen=True, kw_only=True):
     """``[engines.yara]``"""
 
-    rules: tuple[str, ...] = pydantic.Field(
-        default=(), description="extra rule files, or folders of *.yar / *.yara files"
-    )
-    builtin_rules: bool = pydantic.Field(default=True, description="load the bundled rules (EICAR)")
-    max_file_size: pydantic.ByteSize = pydantic.Field(
-        default=pydantic.ByteSize(4 << 30), description="larger targets are unscannable"
-    )
-    timeout: int = pydantic.Field(default=60, ge=0, description="seconds per file; 0 = none")
-    processes: int = pydantic.Field(default=0, ge=0, description="worker processes; 0 = one per CPU")
-    batch_size: int = pydantic.Field(default=64, ge=1, le=4096, description="files per round trip")
-    spool_dir: str | None = pydantic.Field(default=None, description="where non-local bodies are spooled")
+    rules: Annotated[tuple[str, ...], Meta(description="extra rule files, or folders of *.yar / *.yara")] = ()
+    builtin_rules: Annotated[bool, Meta(description="load the bundled rules (EICAR)")] = True
+    max_file_size: Annotated[ByteSize, Meta(description="larger targets are unscannable")] = ByteSize(4 << 30)
+    timeout: Annotated[int, Meta(ge=0, description="seconds per file; 0 = none")] = 60
+    processes: Annotated[int, Meta(ge=0, description="worker processes; 0 = one per CPU")] = 0
+    batch_size: Annotated[int, Meta(ge=1, le=4096, description="files per round trip")] = 64
+    spool_dir: Annotated[str | None, Meta(description="where non-local bodies are spooled")] = None
 
 
 def create(config: Config) -> YaraEngine:

@@ -15,12 +15,12 @@ import os
 import ssl
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
 import anyio
-import pydantic
+import msgspec
 from aiobotocore.session import AioSession
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
@@ -32,24 +32,22 @@ from ._s3wire import AWS_HOST, S3ResponseError, S3Wire
 __all__ = ("S3Config", "S3Connection", "listing_error", "object_error", "parse_s3_uri")
 
 
-class S3Config(pydantic.BaseModel):
+class S3Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The ``[s3]`` table. Every key is optional; unknown keys are rejected."""
-
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
     endpoint_url: str | None = None
     region: str | None = None
     profile: str | None = None
     addressing_style: Literal["auto", "path", "virtual"] = "auto"
     #: HTTP connections to S3 (listing pages and object GETs share them)
-    max_connections: int = pydantic.Field(default=64, ge=1, le=4096)
+    max_connections: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
     #: prefixes listed at once; 1 lists sequentially, in key order
-    list_concurrency: int = pydantic.Field(default=16, ge=1, le=256)
-    page_size: int = pydantic.Field(default=1000, ge=1, le=1000)
+    list_concurrency: Annotated[int, msgspec.Meta(ge=1, le=256)] = 16
+    page_size: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 1000
     #: attempts per request for 503 SlowDown, 5xx and connection failures
-    max_attempts: int = pydantic.Field(default=4, ge=1, le=20)
-    connect_timeout: float = pydantic.Field(default=10.0, gt=0)
-    read_timeout: float = pydantic.Field(default=60.0, gt=0)
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=20)] = 4
+    connect_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    read_timeout: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     #: send If-Match with the listed ETag, so an object overwritten since listing is reported as changed
     if_match: bool = True
     ca_bundle: str | None = None

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pydantic
 import pytest
 
 from scanner import config, engines
@@ -62,8 +61,8 @@ def test_bad_value_names_key(tmp_path: Path) -> None:
         engines.build("yara", s)
 
 
-class _WithSecret(config.EngineConfig):
-    api_key: pydantic.SecretStr
+class _WithSecret(config.EngineConfig, frozen=True, kw_only=True):
+    api_key: config.Secret
 
 
 def test_secret_never_in_repr_or_error() -> None:
@@ -82,3 +81,55 @@ def test_yara_size_accepts_units(tmp_path: Path) -> None:
     s = config.load(write(tmp_path, '[engines.yara]\nmax_file_size = "10MiB"\n'))
     engine = engines.build("yara", s)
     assert engine.max_size == 10 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [(4096, 4096), ("4096", 4096), ("10MB", 10**7), ("10 mb", 10**7), ("1.5GiB", 3 << 29), ("4GiB", 4 << 30)],
+)
+def test_byte_sizes(text: int | str, size: int) -> None:
+    assert config.ByteSize.from_config(text) == size
+
+
+@pytest.mark.parametrize("text", ["lots", "12 parsecs", "-1", "10MB and more", "", -1, 1.5, True, [1]])
+def test_bad_byte_sizes(text: object) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        config.ByteSize.from_config(text)
+
+
+class _Shapes(config.EngineConfig, frozen=True, kw_only=True):
+    url: config.HttpUrl = config.HttpUrl("https://example.com")
+    names: tuple[str, ...] = ()
+    count: int = 1
+    flag: bool = False
+
+
+def test_values_from_environment_strings_are_converted_and_frozen() -> None:
+    model = config.validate_section(
+        _Shapes, {"url": "http://h:8080/", "names": ["a"], "count": "3", "flag": "true"}, "engines.x"
+    )
+    assert (model.url, model.names, model.count, model.flag) == ("http://h:8080", ("a",), 3, True)
+    with pytest.raises(AttributeError):
+        model.count = 4  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"url": "ftp://h"}, "engines.x.url: must be an http:// or https:// URL"),
+        ({"names": ["a", 1]}, "engines.x.names[1]: expected str, got int"),
+        ({"count": {"a": 1}}, "engines.x.count: expected int, got table"),
+        ({"nope": 1}, "engines.x.nope: unknown key"),
+    ],
+)
+def test_errors_name_the_key_path(table: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.validate_section(_Shapes, table, "engines.x")
+    assert str(info.value) == message
+
+
+def test_a_missing_secret_is_named_and_a_secret_compares_by_value() -> None:
+    with pytest.raises(ConfigError, match=r"engines\.x\.api_key: required key missing"):
+        config.validate_section(_WithSecret, {}, "engines.x")
+    assert config.Secret("abc") == config.Secret("abc") != config.Secret("abd")
+    assert str(config.Secret("abc")) == "**********"

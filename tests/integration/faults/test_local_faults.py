@@ -13,6 +13,7 @@ import anyio
 import psutil
 import pytest
 
+from scanner.config import validate_section
 from scanner.engines.metadefender import Config, create
 from scanner.pipeline import Pipeline
 from scanner.simulators.metadefender import STATE, SimState, make_app
@@ -104,8 +105,10 @@ async def test_metadefender_reports_files_that_grow_or_shrink_while_hashed_as_ch
     app = make_app(api_keys=KEY, scan_seconds=0.05)
     state: SimState = app[STATE]
     async with serve(app) as url:
-        config = Config.model_validate(
-            {"base_url": url, "api_key": KEY, "poll_initial": 0.02, "poll_max": 0.1, "hash_linger": 0.01}
+        config = validate_section(
+            Config,
+            {"base_url": url, "api_key": KEY, "poll_initial": 0.02, "poll_max": 0.1, "hash_linger": 0.01},
+            "engines.metadefender",
         )
         for w in watchers:
             w.start()

@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
+from scanner.config import validate_section
 from scanner.engines.metadefender import Config, create
 from scanner.model import Kind, Target
 from scanner.pipeline import Pipeline
@@ -41,6 +42,12 @@ ENGINE: dict[str, Any] = {
     "poll_max": 0.1,
     "hash_linger": 0.01,
 }
+
+
+def engine_config(url: str, **overrides: Any) -> Config:
+    return validate_section(Config, {"base_url": url, **ENGINE, **overrides}, "engines.metadefender")
+
+
 #: long enough for a few retries of every target; a hang shows up as a failure, not a stuck CI job
 BOUND = 10.0
 
@@ -78,7 +85,7 @@ async def scan_through_proxy(
     source = MemorySource([Target(Kind.FILE, name) for name in bodies], bodies=bodies)
     started = time.monotonic()
     with anyio.fail_after(BOUND):
-        async with create(Config.model_validate({"base_url": url, **ENGINE})) as engine:
+        async with create(engine_config(url)) as engine:
             await Pipeline([source], engine, sink, max_at_once=len(bodies)).run()
     await sink.aclose()
     lines = whole_lines(out)
@@ -176,7 +183,7 @@ async def test_a_file_that_shrinks_between_hashing_and_upload_is_reported_change
         proxy = FaultProxy(upstream)
         proxy.on("hash", lambda: os.truncate(victim, 50_000))  # after staging, before the upload
         async with serve(proxy.app()) as url:
-            config = Config.model_validate({"base_url": url, **ENGINE, "read_timeout": 1.0})
+            config = engine_config(url, read_timeout=1.0)
             source = LocalSource(str(victim))
             target = Target(Kind.FILE, str(victim), size=100_000)
             started = time.monotonic()
@@ -204,7 +211,7 @@ async def test_a_reset_in_the_middle_of_an_upload_is_retried(tmp_path: Path) -> 
         proxy.inject("reset", "upload", times=1, early=True)
         async with serve(proxy.app()) as url:
             with anyio.fail_after(BOUND):
-                async with create(Config.model_validate({"base_url": url, **ENGINE})) as engine:
+                async with create(engine_config(url)) as engine:
                     await Pipeline([LocalSource(str(big))], engine, sink, max_at_once=1).run()
     await sink.aclose()
     assert proxy.injected[("upload", "reset")] == 1

@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 from aiohttp.test_utils import TestServer
 
+from scanner.config import validate_section
 from scanner.engines.metadefender import Config, MetaDefenderEngine, create
 from scanner.model import Kind, Outcome, Target
 from scanner.simulators.metadefender import STATE, SimState, make_app
@@ -35,7 +36,7 @@ class Sim:
 
     def config(self, **overrides: Any) -> Config:
         values: dict[str, Any] = {"base_url": self.url, "api_key": KEY, **FAST, **overrides}
-        return Config.model_validate(values)
+        return validate_section(Config, values, "engines.metadefender")
 
 
 @asynccontextmanager

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from scanner import config, engines
+from scanner.config import Secret
 from scanner.engines.metadefender import Config
 from scanner.errors import ConfigError
 
@@ -19,8 +20,8 @@ def test_the_example_config_is_valid_and_holds_the_defaults() -> None:
     engine = engines.build("metadefender", settings)
     built = engine.config  # type: ignore[attr-defined]
     assert built.api_key.get_secret_value() == "from-env-1234"
-    defaults = Config(api_key="x")  # type: ignore[arg-type]
-    for name in Config.model_fields:
+    defaults = Config(api_key=Secret("x"))
+    for name in Config.__struct_fields__:
         if name != "api_key":
             assert getattr(built, name) == getattr(defaults, name), name
     assert "${METADEFENDER_API_KEY}" in EXAMPLE.read_text()
