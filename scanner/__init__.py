@@ -5,7 +5,10 @@ The public surface for code that builds on scanner: the records, the seams and t
 
 from __future__ import annotations
 
-from .model import ErrorInfo, Finding, Kind, Outcome, Status, Target, Verdict, encode_verdict
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .model import ErrorInfo, Finding, Kind, Outcome, Status, Target, Verdict, encode_verdict
 
 # The one place the version lives (pyproject.toml reads it from here); importlib.metadata would
 # cost 60 ms of every start.
@@ -22,3 +25,13 @@ __all__ = (
     "__version__",
     "encode_verdict",
 )
+
+
+def __getattr__(name: str) -> Any:
+    # The records are imported on first use: every worker process (python -m
+    # scanner.engines._yara_worker) imports this package first and needs none of them.
+    if name in __all__ and name != "__version__":
+        from . import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module 'scanner' has no attribute {name!r}")
