@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 
@@ -24,9 +24,11 @@ from .errors import ScannerError, UsageError
 from .model import Status, Verdict
 from .pipeline import Pipeline, Summary
 from .progress import Progress, format_counts
-from .resume import Admission, Committer, Policy
 from .sinks._base import Sink
-from .state import StateStore
+
+if TYPE_CHECKING:
+    # imported by _scan only with --state (sqlite3 and the resume machinery)
+    from .state import StateStore
 
 __all__ = ("main",)
 
@@ -364,7 +366,11 @@ async def _scan(args: argparse.Namespace) -> int:
     jobs = args.jobs or engine.default_jobs
     if jobs < 1:
         raise UsageError("--jobs must be at least 1")
-    store = None if args.state is None else await StateStore.open(args.state)
+    store = None
+    if args.state is not None:
+        from .state import StateStore
+
+        store = await StateStore.open(args.state)
     try:
         return await _scan_with(args, engine, built, jobs, settings, store)
     finally:
@@ -388,6 +394,8 @@ async def _scan_with(
     on_written = notable.collect
     admission = committer = None
     if store is not None and run is not None:
+        from .resume import Admission, Committer, Policy
+
         if run.resumed and output is not None:
             done = await store.reconcile(output, run.committed_offset, run.run_id)
             log.warning(
