@@ -19,7 +19,7 @@ import anyio
 from .model import Kind, Outcome, Status, Target, Verdict
 from .sources._base import Body, LocalPath
 
-__all__ = ("MemoryBody", "MemorySink", "MemorySource", "ScriptedEngine", "eicar")
+__all__ = ("BatchScriptedEngine", "MemoryBody", "MemorySink", "MemorySource", "ScriptedEngine", "eicar")
 
 
 def eicar() -> bytes:
@@ -141,6 +141,31 @@ class ScriptedEngine:
 
     def statistics(self) -> Mapping[str, Any]:
         return {"calls": self.calls, "in_flight": self.in_flight}
+
+
+class BatchScriptedEngine(ScriptedEngine):
+    """A :class:`ScriptedEngine` with the batch lane: ``scan_batch`` runs the script on each target.
+
+    ``batches`` records the size of every call; ``fail_batch`` makes a call raise as a whole.
+    """
+
+    def __init__(self, script: Script = _clean, *, batch_size: int = 8, **kwargs: Any) -> None:
+        super().__init__(script, **kwargs)
+        self.batch_size = batch_size
+        self.batches: list[int] = []
+        self.fail_batch: Exception | None = None
+
+    async def scan_batch(self, items: Sequence[tuple[Target, Any]], /) -> list[Outcome | Exception]:
+        self.batches.append(len(items))
+        if self.fail_batch is not None:
+            raise self.fail_batch
+        out: list[Outcome | Exception] = []
+        for target, source in items:
+            try:
+                out.append(await self.scan(target, source))
+            except Exception as exc:
+                out.append(exc)
+        return out
 
 
 class MemorySink:

@@ -6,9 +6,11 @@ scanning in separate processes does not. The parent sends a batch of paths per r
 batch amortises the inter-process overhead over many small files) and gets one list per path back.
 
 Frames (see :mod:`scanner.engines._workers`): init is the serialized rules, then a JSON object with
-``timeout`` and ``max_size``; the worker answers ``{"pid": N}`` when ready. Each request is a JSON
-list of ``[path, follow_symlinks]`` and its answer a JSON list of results. Paths travel as their raw
-bytes spelled in latin-1, which round-trips any file name, UTF-8 or not.
+``timeout`` and ``max_size``; the worker answers ``{"pid": N}`` when ready. A request, built by
+:func:`encode_request`, is the number of files (4 bytes, big-endian), one byte per file saying
+whether a symlink may be followed, then the paths' raw bytes joined by NUL (which no POSIX path
+holds): any file name round-trips, UTF-8 or not, and a batch costs one C call each way, not one per
+path. The answer is a JSON list of results, one per path, in order.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ from typing import Any
 import orjson
 import yara_x
 
-from ._frames import read_frame, write_frame
+from ._frames import LEN, read_frame, write_frame
 
-__all__ = ("init", "main", "scan_batch")
+__all__ = ("decode_request", "encode_request", "init", "main", "scan_batch")
 
 #: files up to this size are read once into memory, hashed and scanned from the same buffer;
 #: larger ones are hashed by streaming and scanned through yara-x's own memory map
@@ -55,8 +57,26 @@ def scan_batch(jobs: list[tuple[str, bool]]) -> list[Result]:
     return [_scan_one(path, follow) for path, follow in jobs]
 
 
-def encode_path(path: str) -> str:
-    return os.fsencode(path).decode("latin-1")
+_FS_ENCODING = sys.getfilesystemencoding()
+_FS_ERRORS = sys.getfilesystemencodeerrors()
+
+
+def encode_request(paths: list[str], follow: list[bool]) -> bytes:
+    """One request frame for ``paths`` (parent side); ``follow[i]`` applies to ``paths[i]``."""
+    blob = "\0".join(paths).encode(_FS_ENCODING, _FS_ERRORS)
+    return LEN.pack(len(paths)) + bytes(follow) + blob
+
+
+def decode_request(frame: bytes) -> list[tuple[str, bool]]:
+    """The inverse of :func:`encode_request`."""
+    (count,) = LEN.unpack_from(frame)
+    if count == 0:
+        return []
+    flags = frame[4 : 4 + count]
+    paths = frame[4 + count :].decode(_FS_ENCODING, _FS_ERRORS).split("\0")
+    if len(paths) != count or len(flags) != count:
+        raise ValueError(f"malformed request frame: {len(paths)} paths, {len(flags)} flags, {count} said")
+    return list(zip(paths, map(bool, flags), strict=True))
 
 
 def _jsonable(value: Any) -> Any:
@@ -75,8 +95,7 @@ def main() -> None:
     init(rules, int(opts["timeout"]), int(opts["max_size"]))
     write_frame(stdout, orjson.dumps({"pid": os.getpid()}))
     while (frame := read_frame(stdin)) is not None:
-        jobs = [(os.fsdecode(p.encode("latin-1")), bool(f)) for p, f in orjson.loads(frame)]
-        results = scan_batch(jobs)
+        results = scan_batch(decode_request(frame))
         for r in results:
             if r[0] == "ok":
                 for match in r[3]:

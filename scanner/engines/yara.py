@@ -127,6 +127,8 @@ class YaraEngine:
         self._config = config
         self.max_size: int | None = int(config.max_file_size)
         self._processes = config.processes or os.cpu_count() or 1
+        #: the pipeline hands this many targets at once to :meth:`scan_batch`
+        self.batch_size = config.batch_size
         self.default_jobs = 2 * self._processes * config.batch_size
         self._pool: WorkerPool | None = None
         self._stack = AsyncExitStack()
@@ -181,6 +183,48 @@ class YaraEngine:
                 return _outcome(await self._submit(body.path, True))
             return await self._scan_spooled(body)
 
+    async def scan_batch(self, items: Sequence[tuple[Target, Source]], /) -> list[Outcome | Exception]:
+        """Scan many targets in one round trip to a worker: the pipeline's batch lane.
+
+        Local files go to one worker as one request; other bodies are spooled and scanned
+        concurrently, one by one. A target's failure is returned in its place, not raised.
+        """
+        results: list[Outcome | Exception | None] = [None] * len(items)
+        where: list[int] = []
+        paths: list[str] = []
+        follow: list[bool] = []
+        remote: list[int] = []
+        for i, (target, source) in enumerate(items):
+            local = source.local_path(target)
+            if local is None:
+                remote.append(i)
+            else:
+                where.append(i)
+                paths.append(local.path)
+                follow.append(local.follow_symlinks)
+
+        async def one(i: int) -> None:
+            try:
+                results[i] = await self.scan(*items[i])
+            except Exception as exc:
+                results[i] = exc
+
+        async with anyio.create_task_group() as tg:
+            for i in remote:
+                tg.start_soon(one, i)
+            if paths:
+                self._busy += 1
+                try:
+                    answers = await self._call(paths, follow)
+                finally:
+                    self._busy -= 1
+                for i, answer in zip(where, answers, strict=True):
+                    try:
+                        results[i] = _outcome(answer)
+                    except TargetError as exc:
+                        results[i] = exc
+        return [r if r is not None else RuntimeError("no result") for r in results]
+
     async def _scan_spooled(self, body: Body) -> Outcome:
         size = body.size
         if size is not None and self.max_size is not None and size > self.max_size:
@@ -219,10 +263,16 @@ class YaraEngine:
                         break
                 tg.start_soon(self._run_batch, batch, slots)
 
-    async def _call(self, live: Sequence[_Request]) -> list[tuple[Any, ...]]:
+    async def _call(self, paths: list[str], follow: list[bool]) -> list[tuple[Any, ...]]:
+        """One round trip to the least busy worker: a result per path, in order."""
         assert self._pool is not None
-        request = orjson.dumps([(_yara_worker.encode_path(r.path), r.follow) for r in live])
-        results: list[tuple[Any, ...]] = orjson.loads(await self._pool.call(request))
+        try:
+            answer = await self._pool.call(_yara_worker.encode_request(paths, follow))
+        except WorkerDied as exc:
+            return [("err", "worker_died", exc.message, None)] * len(paths)
+        results: list[tuple[Any, ...]] = orjson.loads(answer)
+        self._batches += 1
+        self._files += len(paths)
         return results
 
     async def _run_batch(self, batch: Sequence[_Request], slots: anyio.Semaphore) -> None:
@@ -231,12 +281,7 @@ class YaraEngine:
             live = [r for r in batch if not r.future.done()]
             if not live:
                 return
-            try:
-                results = await self._call(live)
-            except WorkerDied as exc:
-                results = [("err", "worker_died", exc.message, None)] * len(live)
-            self._batches += 1
-            self._files += len(live)
+            results = await self._call([r.path for r in live], [r.follow for r in live])
             for request, result in zip(live, results, strict=True):
                 if not request.future.done():
                     request.future.set_result(result)

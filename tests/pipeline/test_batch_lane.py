@@ -1,0 +1,115 @@
+"""The batch lane: an engine with ``scan_batch`` gets many targets per call, each still one line."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import anyio
+import pytest
+
+from scanner.errors import AuthError, QuotaExhausted, TargetError
+from scanner.model import ErrorInfo, Kind, Outcome, Status, Target
+from scanner.pipeline import Pipeline
+from scanner.testing import BatchScriptedEngine, MemorySink, MemorySource
+
+pytestmark = pytest.mark.anyio
+
+
+async def run(
+    source: MemorySource, engine: BatchScriptedEngine, *, jobs: int = 32
+) -> tuple[MemorySink, Pipeline]:
+    sink = MemorySink()
+    p = Pipeline([source], engine, sink, max_at_once=jobs)
+    await p.run()
+    return sink, p
+
+
+async def test_batches_carry_every_target_once_and_never_exceed_the_batch_size() -> None:
+    engine = BatchScriptedEngine(batch_size=16)
+    sink, p = await run(MemorySource(count=5000), engine, jobs=64)
+    assert Counter(v.target.target for v in sink.verdicts) == {f"mem://{i}": 1 for i in range(5000)}
+    assert sum(engine.batches) == 5000
+    assert max(engine.batches) <= 16
+    assert len(engine.batches) < 5000  # batched, not one call per target
+    assert p.statistics().listing_done
+
+
+async def test_jobs_in_flight_stay_within_the_bound() -> None:
+    engine = BatchScriptedEngine(batch_size=8, delay=0.001)
+    sink = MemorySink()
+    p = Pipeline([MemorySource(count=2000)], engine, sink, max_at_once=24)
+    peak = 0
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, p.statistics().in_flight)
+                await anyio.sleep(0)
+
+        tg.start_soon(watch)
+        await p.run()
+        tg.cancel_scope.cancel()
+    assert sink.count == 2000
+    assert 0 < peak <= 24
+
+
+async def test_per_target_failures_in_a_batch_cost_one_line_each() -> None:
+    def script(t: Target) -> Outcome:
+        if t.target == "mem://3":
+            raise TargetError("vanished", code="vanished")
+        if t.target == "mem://7":
+            raise RuntimeError("adapter bug")
+        return Outcome(Status.CLEAN)
+
+    sink, _ = await run(MemorySource(count=20), BatchScriptedEngine(script))
+    by = {v.target.target: v for v in sink.verdicts}
+    assert len(by) == 20
+    assert by["mem://3"].status is Status.ERROR and by["mem://3"].error.code == "vanished"  # type: ignore[union-attr]
+    assert by["mem://7"].status is Status.ERROR and by["mem://7"].error.code == "internal"  # type: ignore[union-attr]
+    assert sum(v.status is Status.CLEAN for v in sink.verdicts) == 18
+
+
+async def test_a_batch_call_that_raises_gives_every_target_of_it_an_error_line() -> None:
+    engine = BatchScriptedEngine()
+    engine.fail_batch = RuntimeError("the whole call broke")
+    sink, _ = await run(MemorySource(count=50), engine)
+    assert len(sink.verdicts) == 50
+    assert {v.status for v in sink.verdicts} == {Status.ERROR}
+    assert {v.error.code for v in sink.verdicts} == {"internal"}  # type: ignore[union-attr]
+
+
+async def test_targets_decided_before_the_engine_never_reach_it() -> None:
+    targets = [
+        Target(Kind.FILE, "/broken", error=ErrorInfo("cannot list directory", "unreadable_dir")),
+        Target(Kind.SITE, "example.org"),
+        Target(Kind.FILE, "/big", size=10_000),
+        Target(Kind.FILE, "/ok", size=10),
+    ]
+    engine = BatchScriptedEngine(accepts=frozenset({Kind.FILE}), max_size=1000)
+    sink, _ = await run(MemorySource(targets), engine)
+    by = {v.target.target: v for v in sink.verdicts}
+    assert by["/broken"].status is Status.ERROR
+    assert by["example.org"].status is Status.SKIPPED
+    assert by["/big"].status is Status.UNSCANNABLE
+    assert by["/ok"].status is Status.CLEAN
+    assert sum(engine.batches) == 1  # only /ok was scanned
+
+
+async def test_quota_in_a_batch_skips_the_rest_and_auth_halts_the_run() -> None:
+    def quota(t: Target) -> Outcome:
+        if t.target == "mem://5":
+            raise QuotaExhausted("quota spent")
+        return Outcome(Status.CLEAN)
+
+    sink, _ = await run(MemorySource(count=200), BatchScriptedEngine(quota, batch_size=4), jobs=4)
+    statuses = Counter(v.status for v in sink.verdicts)
+    assert sum(statuses.values()) == 200
+    assert statuses[Status.SKIPPED] >= 1
+    assert all(v.error.code == "quota_exhausted" for v in sink.verdicts if v.status is Status.SKIPPED)  # type: ignore[union-attr]
+
+    def auth(t: Target) -> Outcome:
+        raise AuthError("bad key")
+
+    with pytest.raises(AuthError):
+        await run(MemorySource(count=100), BatchScriptedEngine(auth))
