@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -192,6 +192,16 @@ def _clean_str(text: str) -> str:
     return text
 
 
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return _clean_str(value)
+    if isinstance(value, dict):
+        return {_clean_str(k) if isinstance(k, str) else k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
 def _finding(f: Finding) -> dict[str, Any]:
     d: dict[str, Any] = {"name": f.name}
     if f.engine is not None:
@@ -199,12 +209,12 @@ def _finding(f: Finding) -> dict[str, Any]:
     if f.severity is not None:
         d["severity"] = f.severity
     if f.location is not None:
-        d["location"] = _clean_str(f.location)
+        d["location"] = f.location
     return d
 
 
 def _error(e: ErrorInfo) -> dict[str, Any]:
-    d: dict[str, Any] = {"message": _clean_str(e.message), "code": e.code}
+    d: dict[str, Any] = {"message": e.message, "code": e.code}
     if e.retryable:
         d["retryable"] = True
     if e.details:
@@ -212,15 +222,23 @@ def _error(e: ErrorInfo) -> dict[str, Any]:
     return d
 
 
+_MILLISECOND = timedelta(milliseconds=1)
+
+
 def verdict_dict(v: Verdict) -> dict[str, Any]:
-    """The verdict as the JSON object of its line: required fields always, recommended when known."""
+    """The verdict as the JSON object of its line: required fields always, recommended when known.
+
+    Strings are as the records hold them: :func:`encode_verdict` spells undecodable bytes.
+    """
     t = v.target
+    # Enums go to orjson as themselves (it writes their value), datetimes too: its RFC 3339
+    # formatting (UTC as Z) is several times cheaper than isoformat.
     d: dict[str, Any] = {
-        "target": _clean_str(t.target),
-        "kind": t.kind.value,
+        "target": t.target,
+        "kind": t.kind,
         "engine": v.engine,
-        "verdict": v.status.value,
-        "findings": [_finding(f) for f in v.findings],
+        "verdict": v.status,
+        "findings": [_finding(f) for f in v.findings] if v.findings else [],
         "error": None if v.error is None else _error(v.error),
     }
     if v.size is not None:
@@ -231,13 +249,13 @@ def verdict_dict(v: Verdict) -> dict[str, Any]:
         d["etag"] = t.etag
     if t.version_id is not None:
         d["version_id"] = t.version_id
-    # datetimes go to orjson as objects: its RFC 3339 formatting (UTC as Z) is several times cheaper
     if v.started_at is not None:
         d["started_at"] = v.started_at
     if v.finished_at is not None:
         d["finished_at"] = v.finished_at
         if v.started_at is not None:
-            d["duration_ms"] = round((v.finished_at - v.started_at).total_seconds() * 1000, 3)
+            # exact to the microsecond timedeltas count in, and no round() per line
+            d["duration_ms"] = (v.finished_at - v.started_at) / _MILLISECOND
     d["attempts"] = v.attempts
     if v.cached:
         d["cached"] = True
@@ -249,8 +267,14 @@ def verdict_dict(v: Verdict) -> dict[str, Any]:
 
 
 def encode_verdict(v: Verdict) -> bytes:
-    """One NDJSON line, ``\\n``-terminated, UTF-8. The only place verdicts are encoded."""
-    return orjson.dumps(verdict_dict(v), option=_OPTIONS)
+    """One NDJSON line, ``\n``-terminated, UTF-8. The only place verdicts are encoded."""
+    d = verdict_dict(v)
+    try:
+        return orjson.dumps(d, option=_OPTIONS)
+    except orjson.JSONEncodeError:
+        # Almost always a file name with undecodable bytes (a lone surrogate); rare enough that
+        # checking every string of every line up front would cost more than this second try.
+        return orjson.dumps(_clean(d), option=_OPTIONS)
 
 
 _OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_UTC_Z
