@@ -7,6 +7,7 @@ line on stderr and exit status 2; a traceback appears only with ``--debug``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import re
@@ -450,6 +451,8 @@ async def _scan_with(
             tg.start_soon(progress.run, pipeline)
             try:
                 summary = await pipeline.run()
+                if admission is not None and admission.carried:
+                    summary = dataclasses.replace(summary, carried=dict(admission.carried))
             except ScannerError as exc:
                 # raised through the task group it would come out wrapped in an ExceptionGroup,
                 # which run() reports as an internal error instead of the error's own line
@@ -539,6 +542,8 @@ def _print_summary(summary: Summary, output: str, notable: _Notable) -> None:
         print(f"  halted: {summary.halted.message}", file=out)
     for message in summary.source_errors:
         print(f"  source failed: {message}", file=out)
+    if summary.carried:
+        print(f"  written by the interrupted attempt(s) before: {format_counts(summary.carried)}", file=out)
     if summary.dropped:
         reasons = ", ".join(f"{n:,} {why}" for why, n in sorted(summary.dropped.items()))
         print(f"  not rescanned: {reasons}", file=out)

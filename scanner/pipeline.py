@@ -94,10 +94,14 @@ class Summary:
     interrupted: bool = False
     halted: ErrorInfo | None = None
     source_errors: tuple[str, ...] = field(default_factory=tuple)
+    #: lines an earlier, interrupted attempt of the same run wrote to the same report, by status;
+    #: a resumed run's exit status speaks for the whole report, not only for its own part of it
+    carried: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def findings(self) -> int:
-        return sum(n for s, n in self.by_status.items() if Status(s).is_finding)
+        statuses = (*self.by_status.items(), *self.carried.items())
+        return sum(n for s, n in statuses if Status(s).is_finding)
 
     @property
     def incomplete(self) -> bool:
@@ -106,6 +110,7 @@ class Summary:
             or self.halted is not None
             or bool(self.source_errors)
             or self.by_status.get(Status.ERROR, 0) > 0
+            or self.carried.get(Status.ERROR, 0) > 0
         )
 
     @property

@@ -54,6 +54,9 @@ class Admission:
         self._engine = engine
         self._run = run
         self._policy = policy
+        #: verdicts an earlier attempt of this run already wrote, by status: they are part of the
+        #: same report, so they count for its exit status
+        self.carried: Counter[str] = Counter()
 
     async def __call__(
         self, targets: Sequence[Target]
@@ -71,6 +74,7 @@ class Admission:
                 kept.append((t, None))
             elif self._run.resumed and row.run_id == self._run.run_id:
                 dropped["already done"] += 1
+                self.carried[row.status] += 1
             elif (
                 policy.skip_unchanged
                 and row.status not in _NEVER_FINAL

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -124,3 +125,19 @@ def test_finished_run_is_not_resumed_a_new_report_starts(tmp_path: Path) -> None
     assert run_scanner(args).returncode == 1
     assert run_scanner(args).returncode == 1
     assert len(lines_of(tmp_path / "o.ndjson")) == 21  # the second run rewrote the report, not appended
+
+
+def test_a_resumed_run_exits_for_the_whole_report_not_only_its_own_part(tmp_path: Path) -> None:
+    # An attempt killed after its last line but before it marked the run finished leaves nothing
+    # to scan; the resumed run must still exit 1, since the report it completes holds a finding.
+    tree = tmp_path / "t"
+    make_tree(tree, 30)
+    state, out = tmp_path / "s.db", tmp_path / "out.ndjson"
+    args = ["scan", str(tree), "--state", str(state), "--output", str(out)]
+    assert run_scanner(args).returncode == 1
+    with sqlite3.connect(state) as db:
+        assert db.execute("UPDATE runs SET finished = 0").rowcount == 1
+    resumed = run_scanner(args)
+    assert resumed.returncode == 1, resumed.stderr
+    assert b"31 already done" in resumed.stderr
+    assert len(lines_of(out)) == 31  # nothing written twice
