@@ -31,7 +31,6 @@ Assumptions where the documents are silent:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import posixpath
@@ -43,6 +42,7 @@ from typing import Any, Self
 from urllib.parse import quote
 
 from msgspec import Meta as M
+from msgspec import structs
 
 from .._http import RetryPolicy, Timeouts, VendorClient
 from ..config import EngineConfig, HttpUrl, Secret
@@ -203,7 +203,7 @@ class MetaDefenderEngine:
         if shared:
             vendor = dict(outcome.vendor or {})
             vendor["deduplicated"] = True
-            outcome = dataclasses.replace(outcome, vendor=vendor)
+            outcome = structs.replace(outcome, vendor=vendor)
         return outcome
 
     async def _resolve(
@@ -248,7 +248,7 @@ class MetaDefenderEngine:
             self.counts["cached"] += 1
             await release()
             vendor = {"sha256": sha, "via": "cache"}
-            return dataclasses.replace(cached, size=staged.size, vendor=vendor)
+            return structs.replace(cached, size=staged.size, vendor=vendor)
         pending = await self._store.pending(self.name, target)
         if pending is None or pending.get("sha256") != sha or not pending.get("data_id"):
             return None
