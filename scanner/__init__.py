@@ -5,9 +5,10 @@ The public surface for code that builds on scanner: the records, the seams and t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see the worker note below)
 if TYPE_CHECKING:
+    from typing import Any
+
     from .model import ErrorInfo, Finding, Kind, Outcome, Status, Target, Verdict, encode_verdict
 
 # The one place the version lives (pyproject.toml reads it from here); importlib.metadata would

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see the worker note below)
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..config import Settings
     from ._base import Engine
 

@@ -6,7 +6,10 @@ A frame is a 4-byte big-endian length and that many bytes (see :mod:`scanner.eng
 from __future__ import annotations
 
 import struct
-from typing import BinaryIO
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: workers never need it
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 __all__ = ("LEN", "read_frame", "write_frame")
 

@@ -1,5 +1,6 @@
 """Runs inside the YARA engine's worker processes (``python -m scanner.engines._yara_worker``):
-import-light, yara_x, hashlib, orjson and os only.
+import-light: yara_x, hashlib, json and os only (not even typing; orjson alone would double a
+worker's start-up imports).
 
 yara-x holds the GIL for the whole of a scan, so scanning in a thread would freeze the event loop;
 scanning in separate processes does not. The parent sends a batch of paths per round trip (a
@@ -18,15 +19,22 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import json
 import os
 import stat
 import sys
-from typing import Any
 
-import orjson
 import yara_x
 
 from ._frames import LEN, read_frame, write_frame
+
+TYPE_CHECKING = False  # what typing.TYPE_CHECKING is, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
+
+    # A result is ("ok", size, sha256, matches) with matches = [(identifier, namespace, meta dict)],
+    # or ("err", code, message, size_or_None).
+    Result = tuple[Any, ...]
 
 __all__ = ("decode_request", "encode_request", "init", "main", "scan_batch")
 
@@ -37,10 +45,6 @@ _CHUNK = 1 << 20
 
 _scanner: Any = None
 _max_size = 0
-
-# A result is ("ok", size, sha256, matches) with matches = [(identifier, namespace, meta dict)],
-# or ("err", code, message, size_or_None).
-Result = tuple[Any, ...]
 
 
 def init(serialized: bytes, timeout: int, max_size: int) -> None:
@@ -79,6 +83,10 @@ def decode_request(frame: bytes) -> list[tuple[str, bool]]:
     return list(zip(paths, map(bool, flags), strict=True))
 
 
+#: the parent reads answers with orjson; the standard encoder writes the same JSON for these values
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def _jsonable(value: Any) -> Any:
     return value.decode("latin-1") if isinstance(value, bytes) else value
 
@@ -91,16 +99,16 @@ def main() -> None:
     options = read_frame(stdin)
     if rules is None or options is None:
         return
-    opts = orjson.loads(options)
+    opts = json.loads(options)
     init(rules, int(opts["timeout"]), int(opts["max_size"]))
-    write_frame(stdout, orjson.dumps({"pid": os.getpid()}))
+    write_frame(stdout, json.dumps({"pid": os.getpid()}).encode())
     while (frame := read_frame(stdin)) is not None:
         results = scan_batch(decode_request(frame))
         for r in results:
             if r[0] == "ok":
                 for match in r[3]:
                     match[2] = {k: _jsonable(v) for k, v in match[2].items()}
-        write_frame(stdout, orjson.dumps(results))
+        write_frame(stdout, _dumps(results).encode())
 
 
 def _scan_one(path: str, follow: bool) -> Result:
@@ -174,3 +182,6 @@ def _read_all(fd: int, size: int) -> bytes:
 
 if __name__ == "__main__":
     main()
+    # The parent waits for this exit at the end of every run: skip the interpreter's teardown.
+    sys.stderr.flush()
+    os._exit(0)
