@@ -48,7 +48,7 @@ from .engines._base import BatchEngine, Engine
 from .errors import QuotaExhausted, ScannerError, SourceError
 from .model import ErrorInfo, Outcome, Status, Target, Verdict, error_info, utcnow
 from .sinks._base import Sink
-from .sources._base import Source
+from .sources._base import BatchSource, Source
 
 __all__ = ("Pipeline", "PipelineStatistics", "Summary")
 
@@ -280,7 +280,9 @@ class Pipeline:
                     return
                 for source in self._sources:
                     try:
-                        if self._admit is None:
+                        if isinstance(source, BatchSource):
+                            await self._produce_batches(source, send)
+                        elif self._admit is None:
                             async for target in source.targets():
                                 # Fast path without a trip round the event loop; wait only when full.
                                 job = (target, source, None)
@@ -299,6 +301,26 @@ class Pipeline:
                     if self._source_errors:
                         return
                 self._listing_done = True
+
+    async def _produce_batches(self, source: BatchSource, send: MemoryObjectSendStream[_Job]) -> None:
+        # The source hands over lists: admission takes them a slice at a time, with no reader task.
+        admit = self._admit
+        async for listed in source.batches():
+            for start in range(0, len(listed), _ADMIT_BATCH):
+                chunk = listed[start : start + _ADMIT_BATCH]
+                jobs: list[_Job]
+                if admit is None:
+                    jobs = [(target, source, None) for target in chunk]
+                else:
+                    kept, dropped = await admit(chunk)
+                    self._dropped.update(dropped)
+                    jobs = [(target, source, decided) for target, decided in kept]
+                self._listed += len(chunk)
+                for job in jobs:
+                    try:
+                        send.send_nowait(job)
+                    except anyio.WouldBlock:
+                        await send.send(job)
 
     def _source_failed(self, exc: SourceError) -> None:
         log.error("%s", exc)

@@ -8,7 +8,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 from ..model import Kind, Target
 
-__all__ = ("Body", "LocalPath", "Source")
+__all__ = ("BatchSource", "Body", "LocalPath", "Source")
 
 
 class LocalPath(NamedTuple):
@@ -54,6 +54,10 @@ class Source(Protocol):
 
     def targets(self) -> AsyncIterator[Target]: ...
 
+    # A source may also offer ``batches() -> AsyncIterator[list[Target]]``: the same targets, in
+    # lists of what it has at hand. The pipeline prefers it (one await per list, not per target);
+    # see :class:`BatchSource`.
+
     def open(self, target: Target, /) -> AbstractAsyncContextManager[Body]:
         """Open one target's content; raises TargetError (vanished, unreadable, not a regular file)."""
         ...
@@ -69,3 +73,10 @@ class Source(Protocol):
     async def aclose(self) -> None:
         """Release clients and threads; idempotent."""
         ...
+
+
+@runtime_checkable
+class BatchSource(Source, Protocol):
+    """A source that can also hand its targets over in lists (the local walk: a thread hop's worth)."""
+
+    def batches(self) -> AsyncIterator[list[Target]]: ...

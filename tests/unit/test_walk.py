@@ -102,3 +102,18 @@ async def test_walk_is_pulled_not_drained(tmp_path: Path) -> None:
     first = await it.__anext__()
     assert first.target.startswith(str(tmp_path))
     await it.aclose()  # abandoning the walk part-way must not hang or leak the thread
+
+
+async def test_batches_hold_the_same_targets_as_targets_in_bounded_lists(tmp_path: Path) -> None:
+    for d in range(3):
+        (tmp_path / f"d{d}").mkdir()
+        for i in range(1500):
+            (tmp_path / f"d{d}" / f"f{i}").write_bytes(b"")
+    one_by_one = [t.target async for t in LocalSource(str(tmp_path)).targets()]
+    sizes: list[int] = []
+    in_lists: list[str] = []
+    async for batch in LocalSource(str(tmp_path)).batches():
+        sizes.append(len(batch))
+        in_lists.extend(t.target for t in batch)
+    assert in_lists == one_by_one and len(set(one_by_one)) == 4500
+    assert max(sizes) <= 1024 and len(sizes) >= 5
