@@ -30,6 +30,7 @@ from ._frames import LEN, read_frame, write_frame
 
 TYPE_CHECKING = False  # what typing.TYPE_CHECKING is, without importing typing
 if TYPE_CHECKING:
+    import mmap
     from typing import Any
 
     # A result is ("ok", size, sha256, matches) with matches = [(identifier, namespace, meta dict)],
@@ -39,9 +40,11 @@ if TYPE_CHECKING:
 __all__ = ("decode_request", "encode_request", "init", "main", "scan_batch")
 
 #: files up to this size are read once into memory, hashed and scanned from the same buffer;
-#: larger ones are hashed by streaming and scanned through yara-x's own memory map
+#: larger ones are memory-mapped for the hash and scanned through yara-x's own map
 _READ_WHOLE = 64 << 20
-_CHUNK = 1 << 20
+#: from this size the sha256 runs in a thread while yara-x scans: one hashlib call over the whole
+#: buffer, which lets go of the GIL (yara-x keeps it for the whole scan), so both use a core
+_PARALLEL = 4 << 20
 
 _scanner: Any = None
 _max_size = 0
@@ -136,18 +139,25 @@ def _scan_one(path: str, follow: bool) -> Result:
             data = _read_all(fd, size)
             if len(data) != size:
                 return ("err", "changed", f"file changed while read ({len(data)} of {size} bytes)", size)
-            digest = hashlib.sha256(data).hexdigest()
-            results = _scanner.scan(data)
+            if size < _PARALLEL:
+                digest = hashlib.sha256(data).hexdigest()
+                results = _scanner.scan(data)
+            else:
+                hashing = _Hashing(data)
+                results = _scanner.scan(data)
+                digest = hashing.result()
         else:
-            h = hashlib.sha256()
-            n = 0
-            while chunk := os.read(fd, _CHUNK):
-                h.update(chunk)
-                n += len(chunk)
-            if n != size:
-                return ("err", "changed", f"file changed while read ({n} of {size} bytes)", size)
-            digest = h.hexdigest()
-            results = _scanner.scan_file(path)
+            # A file too big to hold: hashed through a memory map (yara-x maps it too). A file cut
+            # short while mapped kills this worker with SIGBUS, as it would inside yara-x; the
+            # parent then gives its batch worker_died lines and starts another worker.
+            import mmap
+
+            with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mapped:
+                hashing = _Hashing(mapped)
+                try:
+                    results = _scanner.scan_file(path)
+                finally:
+                    digest = hashing.result()
             if os.fstat(fd).st_size != size:
                 return ("err", "changed", "file changed while scanned", size)
     except yara_x.TimeoutError:
@@ -160,6 +170,36 @@ def _scan_one(path: str, follow: bool) -> Result:
         os.close(fd)
     matches = [[r.identifier, r.namespace, dict(r.metadata)] for r in results.matching_rules]
     return ("ok", size, digest, matches)
+
+
+class _Hashing:
+    """sha256 of a buffer in a thread, started at once; :meth:`result` waits for the hex digest."""
+
+    def __init__(self, data: bytes | mmap.mmap) -> None:
+        import threading
+
+        self._data = data
+        self._digest = ""
+        self._error: BaseException | None = None
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        # Let the thread reach the hashlib call (where it lets go of the GIL) before the caller
+        # starts a scan that keeps the GIL until it ends; else the two would run one after the other.
+        self._started.wait()
+
+    def _run(self) -> None:
+        self._started.set()
+        try:
+            self._digest = hashlib.sha256(self._data).hexdigest()
+        except BaseException as exc:  # handed to the caller by result()
+            self._error = exc
+
+    def result(self) -> str:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._digest
 
 
 def _read_all(fd: int, size: int) -> bytes:
