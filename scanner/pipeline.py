@@ -236,7 +236,13 @@ class Pipeline:
         self._started = time.monotonic()
         targets_send, targets_recv = anyio.create_memory_object_stream[_Job](self._buffer)
         batch = self._engine.batch_size if isinstance(self._engine, BatchEngine) else 0
-        workers = -(-self._max_at_once // batch) if batch else self._max_at_once
+        # Batch workers split max_at_once between them (the last may take a smaller batch), so
+        # jobs in flight never exceed the bound, whatever --jobs and the batch size are.
+        sizes = [1] * self._max_at_once
+        if batch:
+            full, rest = divmod(self._max_at_once, batch)
+            sizes = [batch] * full + ([rest] if rest else [])
+        workers = len(sizes)
         # Workers hand over lists of verdicts (one per target, or one per batch). As deep as a write
         # batch: with few jobs in flight a shallow stream made the writer hop to its thread once
         # every handful of lines.
@@ -252,10 +258,10 @@ class Pipeline:
                         jobs.cancel_scope.deadline = anyio.current_time() + self._drain_timeout
                     jobs.start_soon(self._produce, targets_send)
                     async with targets_recv:
-                        for _ in range(workers):
+                        for size in sizes:
                             if batch:
                                 jobs.start_soon(
-                                    self._work_batches, targets_recv.clone(), verdicts_send.clone(), batch
+                                    self._work_batches, targets_recv.clone(), verdicts_send.clone(), size
                                 )
                             else:
                                 jobs.start_soon(self._work, targets_recv.clone(), verdicts_send.clone())

@@ -34,10 +34,11 @@ async def test_batches_carry_every_target_once_and_never_exceed_the_batch_size()
     assert p.statistics().listing_done
 
 
-async def test_jobs_in_flight_stay_within_the_bound() -> None:
-    engine = BatchScriptedEngine(batch_size=8, delay=0.001)
+@pytest.mark.parametrize(("batch", "bound"), [(8, 24), (8, 20), (64, 5)])
+async def test_jobs_in_flight_stay_within_the_bound(batch: int, bound: int) -> None:
+    engine = BatchScriptedEngine(batch_size=batch, delay=0.001)
     sink = MemorySink()
-    p = Pipeline([MemorySource(count=2000)], engine, sink, max_at_once=24)
+    p = Pipeline([MemorySource(count=2000)], engine, sink, max_at_once=bound)
     peak = 0
     async with anyio.create_task_group() as tg:
 
@@ -51,7 +52,8 @@ async def test_jobs_in_flight_stay_within_the_bound() -> None:
         await p.run()
         tg.cancel_scope.cancel()
     assert sink.count == 2000
-    assert 0 < peak <= 24
+    assert 0 < peak <= bound
+    assert max(engine.batches) <= min(batch, bound)
 
 
 async def test_per_target_failures_in_a_batch_cost_one_line_each() -> None:
