@@ -30,13 +30,11 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .model import ErrorInfo, Outcome, Status, Target, Verdict
-from .state import Run, Snapshot, StateStore, content_version, identity
+from .state import DONE, SCAN, Run, Snapshot, StateStore
 
 __all__ = ("Admission", "Committer", "Policy")
 
 log = logging.getLogger("scanner.resume")
-
-_NEVER_FINAL = frozenset({Status.ERROR, Status.SKIPPED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,37 +60,33 @@ class Admission:
         self, targets: Sequence[Target]
     ) -> tuple[list[tuple[Target, Outcome | None]], Mapping[str, int]]:
         policy = self._policy
-        if not self._run.resumed and not policy.skip_unchanged:
+        resumed = self._run.resumed
+        if not resumed and not policy.skip_unchanged:
             return [(t, None) for t in targets], {}
-        rows = await self._store.lookup(self._engine, [t for t in targets if t.error is None])
-        now = time.time()
+        fates = await self._store.triage(
+            self._engine,
+            targets,
+            run_id=self._run.run_id if resumed else None,
+            skip_unchanged=policy.skip_unchanged,
+            since=time.time() - policy.rescan_after,
+            rescan_findings=policy.rescan_infected,
+            rows=policy.emit_skipped,
+        )
         kept: list[tuple[Target, Outcome | None]] = []
         dropped: Counter[str] = Counter()
-        for t in targets:
-            row = rows.get(identity(t)) if t.error is None else None
-            if row is None:
+        for t, (fate, row) in zip(targets, fates, strict=True):
+            if fate == SCAN:
                 kept.append((t, None))
-            elif self._run.resumed and row.run_id == self._run.run_id:
+            elif fate == DONE:
+                assert row is not None
                 dropped["already done"] += 1
                 self.carried[row.status] += 1
-            elif (
-                policy.skip_unchanged
-                and row.status not in _NEVER_FINAL
-                and row.version is not None
-                and row.version == content_version(t)
-                and now - row.scanned_at < policy.rescan_after
-                and not (policy.rescan_infected and row.status.is_finding)
-            ):
-                if policy.emit_skipped:
-                    since = datetime.fromtimestamp(row.scanned_at, UTC).isoformat(timespec="seconds")
-                    info = ErrorInfo(
-                        f"unchanged since it was found {row.status.value} at {since}", "unchanged"
-                    )
-                    kept.append((t, Outcome(Status.SKIPPED, error=info, sha256=row.sha256)))
-                else:
-                    dropped["unchanged"] += 1
+            elif row is not None:  # unchanged, with --emit-skipped
+                since = datetime.fromtimestamp(row.scanned_at, UTC).isoformat(timespec="seconds")
+                info = ErrorInfo(f"unchanged since it was found {row.status.value} at {since}", "unchanged")
+                kept.append((t, Outcome(Status.SKIPPED, error=info, sha256=row.sha256)))
             else:
-                kept.append((t, None))
+                dropped["unchanged"] += 1
         return kept, dropped
 
 
@@ -107,6 +101,9 @@ class Committer:
     runs in the background, one at a time, so the writer goes on writing while SQLite works; what it
     commits is taken at one instant together with the output's size, so the offset it records never
     counts a line whose target the commit lacks. Leaving the context waits for it and commits the rest.
+
+    ``cache`` False keeps the verdicts out of the store's content cache: for an engine that never
+    consults it, a row per distinct content is pure cost (a random-order insert keyed by sha256).
     """
 
     def __init__(
@@ -119,8 +116,10 @@ class Committer:
         fsync: Fsync | None = None,
         interval: float = 1.0,
         max_rows: int = 20_000,
+        cache: bool = True,
     ) -> None:
         self._store = store
+        self._cache = cache
         self._run = run
         self._output = output
         self._position = position
@@ -148,7 +147,7 @@ class Committer:
         await tg.__aexit__(exc_type, exc, tb)
 
     async def __call__(self, verdicts: Sequence[Verdict]) -> None:
-        self._store.record(verdicts, self._run.run_id)
+        self._store.record(verdicts, self._run.run_id, cache=self._cache)
         due = self._store.buffered >= self._max_rows or time.monotonic() - self._last >= self._interval
         if not due:
             return

@@ -8,9 +8,9 @@ import anyio
 import orjson
 import pytest
 
-from scanner.model import Finding, Kind, Outcome, Status, Target, Verdict, encode_verdict
+from scanner.model import ErrorInfo, Finding, Kind, Outcome, Status, Target, Verdict, encode_verdict
 from scanner.resume import Admission, Policy
-from scanner.state import StateStore, content_version, identity
+from scanner.state import DONE, SCAN, UNCHANGED, StateStore, content_version, identity
 
 pytestmark = pytest.mark.anyio
 
@@ -89,6 +89,44 @@ async def test_content_cache_and_pending_references(tmp_path: Path) -> None:
     assert [f.name for f in hit.findings] == ["X"]
     assert await store.cached("yara", "ab" * 32, max_age=-1) is None
     assert await store.cached("yara", "cd" * 32, max_age=3600) is None
+    await store.aclose()
+
+
+async def test_an_undecodable_file_name_is_keyed_as_its_line_spells_it(tmp_path: Path) -> None:
+    # os.fsdecode(b"/d/a\xff") has a lone surrogate, which neither SQLite nor JSON can carry
+    t = Target(Kind.FILE, "/d/a\udcff", size=1, mtime=1.0)
+    assert identity(t) == "file:/d/a\\xff"
+    store = await StateStore.open(str(tmp_path / "s.db"))
+    out = tmp_path / "out.ndjson"
+    out.write_bytes(encode_verdict(verdict(t)))
+    run = await store.begin_run(str(out), "yara")
+    store.record([verdict(t)], run.run_id)
+    await store.commit()
+    assert list(await store.lookup("yara", [t])) == ["file:/d/a\\xff"]
+    # what a resumed run reads back from the line is the same key
+    assert await store.reconcile(str(out), 0, run.run_id) == 1
+    assert len(await store.lookup("yara", [t])) == 1
+    await store.aclose()
+
+
+async def test_triage_one_answer_per_target_in_order(tmp_path: Path) -> None:
+    store = await StateStore.open(str(tmp_path / "s.db"))
+    old = await store.begin_run(None, "yara")
+    seen = Target(Kind.FILE, "/seen", size=1, mtime=1.0)
+    store.record([verdict(seen)], old.run_id)
+    await store.commit()
+    broken = Target(Kind.FILE, "/broken", error=ErrorInfo("cannot stat", "unreadable"))
+    new = Target(Kind.FILE, "/new", size=1, mtime=1.0)
+    batch = [seen, new, broken, seen]
+    assert [f for f, _ in await store.triage("yara", batch)] == [SCAN] * 4
+    fates = await store.triage("yara", batch, skip_unchanged=True)
+    assert [f for f, _ in fates] == [UNCHANGED, SCAN, SCAN, UNCHANGED]
+    assert fates[0][1] is None  # rows of unchanged targets only when asked for
+    fates = await store.triage("yara", batch, skip_unchanged=True, rows=True)
+    row = fates[0][1]
+    assert row is not None and row.status is Status.CLEAN and row.version == "m:1:1.0"
+    assert [f for f, _ in await store.triage("yara", batch, run_id=old.run_id)] == [DONE, SCAN, SCAN, DONE]
+    assert [f for f, _ in await store.triage("yara", [])] == []
     await store.aclose()
 
 

@@ -66,6 +66,22 @@ def test_second_run_over_unchanged_tree_scans_nothing_and_a_touched_file_only_it
     assert {x["error"]["code"] for x in skipped} == {"unchanged"}  # type: ignore[index]
 
 
+def test_a_file_name_that_is_not_utf8_is_recorded_and_skipped_when_unchanged(tmp_path: Path) -> None:
+    # it used to end every run with --state in an internal error: SQLite refused the lone surrogate
+    tree = tmp_path / "t"
+    tree.mkdir()
+    with open(os.fsencode(tree) + b"/bad-\xff-name.txt", "wb") as f:
+        f.write(b"clean")
+    state, out = tmp_path / "s.db", tmp_path / "out.ndjson"
+    args = ["scan", str(tree), "--state", str(state), "--output", str(out), "--skip-unchanged"]
+    first = run_scanner(args)
+    assert first.returncode == 0, first.stderr
+    assert [x["target"] for x in lines_of(out)] == [f"{tree}/bad-\\xff-name.txt"]
+    second = run_scanner(args)
+    assert second.returncode == 0, second.stderr
+    assert lines_of(out) == [] and b"1 unchanged" in second.stderr
+
+
 def test_skip_flags_need_state() -> None:
     proc = run_scanner(["scan", ".", "--skip-unchanged"])
     assert proc.returncode == 2
