@@ -11,8 +11,9 @@ costs a run that writes it.
       same tree; wall time of the command;
     * in process: the pipeline with ``scanner.testing`` fakes (``MemorySource``, a no-op
       ``ScriptedEngine``) into a real ``NdjsonSink`` on disk, without and with a real ``StateStore``
-      wired as the CLI wires it (``Admission`` + ``Committer``: record every verdict, group-commit
-      with an fsync of the output). The engine costs nothing here, so this is the store's cost laid
+      wired as the CLI wires it (a ``Committer`` recording every verdict and group-committing in the
+      background after an fsync of the output; an ``Admission`` step only where the CLI has one, so
+      in the ``state+skip`` mode). The engine costs nothing here, so this is the store's cost laid
       bare; rates are per CPU second of a fresh child process (all its threads), which a busy shared
       machine disturbs less than wall time.
 
@@ -61,10 +62,20 @@ async def _pipeline(count: int, out: str, state: str | None, skip_unchanged: boo
     store = None
     committer = None
     if state is not None:
+        # as cli.py wires it: no admission step on a fresh run that skips nothing, commits in the
+        # background, no content cache for an engine that is not given the store
         store = await StateStore.open(state)
         run = await store.begin_run(out, engine.name)
-        admit = Admission(store, engine.name, run, Policy(skip_unchanged=skip_unchanged))
-        committer = Committer(store, run, output=out, position=sink.position, fsync=sink.fsync)
+        if run.resumed or skip_unchanged:
+            admit = Admission(store, engine.name, run, Policy(skip_unchanged=skip_unchanged))
+        committer = Committer(
+            store,
+            run,
+            output=out,
+            position=sink.position,
+            fsync=sink.fsync,
+            cache=hasattr(engine, "attach_state"),
+        )
         on_written = committer
     pipeline = Pipeline(
         [MemorySource(count=count)],
@@ -74,9 +85,12 @@ async def _pipeline(count: int, out: str, state: str | None, skip_unchanged: boo
         admit=admit,
         on_written=on_written,
     )
-    summary = await pipeline.run()
-    if committer is not None and store is not None:
-        await committer.flush()
+    if committer is None or store is None:
+        summary = await pipeline.run()
+    else:
+        async with committer:
+            summary = await pipeline.run()
+            await committer.flush()
         await store.finish_run(out, run.run_id)
         await store.aclose()
     await sink.aclose()
