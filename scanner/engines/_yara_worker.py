@@ -30,7 +30,6 @@ from ._frames import LEN, read_frame, write_frame
 
 TYPE_CHECKING = False  # what typing.TYPE_CHECKING is, without importing typing
 if TYPE_CHECKING:
-    import mmap
     from typing import Any
 
     # A result is ("ok", size, sha256, matches) with matches = [(identifier, namespace, meta dict)],
@@ -40,8 +39,9 @@ if TYPE_CHECKING:
 __all__ = ("decode_request", "encode_request", "init", "main", "scan_batch")
 
 #: files up to this size are read once into memory, hashed and scanned from the same buffer;
-#: larger ones are memory-mapped for the hash and scanned through yara-x's own map
+#: larger ones are hashed by streaming and scanned through yara-x's own memory map
 _READ_WHOLE = 64 << 20
+_CHUNK = 1 << 20
 #: from this size the sha256 runs in a thread while yara-x scans: one hashlib call over the whole
 #: buffer, which lets go of the GIL (yara-x keeps it for the whole scan), so both use a core
 _PARALLEL = 4 << 20
@@ -147,17 +147,18 @@ def _scan_one(path: str, follow: bool) -> Result:
                 results = _scanner.scan(data)
                 digest = hashing.result()
         else:
-            # A file too big to hold: hashed through a memory map (yara-x maps it too). A file cut
-            # short while mapped kills this worker with SIGBUS, as it would inside yara-x; the
-            # parent then gives its batch worker_died lines and starts another worker.
-            import mmap
-
-            with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mapped:
-                hashing = _Hashing(mapped)
-                try:
-                    results = _scanner.scan_file(path)
-                finally:
-                    digest = hashing.result()
+            # Too big to hold: hashed by reading, then scanned through yara-x's own map. Not hashed
+            # through a map of our own alongside the scan: a file cut short while mapped would kill
+            # this worker with SIGBUS (and its whole batch with it), where a read just comes up short.
+            h = hashlib.sha256()
+            n = 0
+            while chunk := os.read(fd, _CHUNK):
+                h.update(chunk)
+                n += len(chunk)
+            if n != size:
+                return ("err", "changed", f"file changed while read ({n} of {size} bytes)", size)
+            digest = h.hexdigest()
+            results = _scanner.scan_file(path)
             if os.fstat(fd).st_size != size:
                 return ("err", "changed", "file changed while scanned", size)
     except yara_x.TimeoutError:
@@ -175,7 +176,7 @@ def _scan_one(path: str, follow: bool) -> Result:
 class _Hashing:
     """sha256 of a buffer in a thread, started at once; :meth:`result` waits for the hex digest."""
 
-    def __init__(self, data: bytes | mmap.mmap) -> None:
+    def __init__(self, data: bytes) -> None:
         import threading
 
         self._data = data

@@ -97,9 +97,9 @@ async def test_a_dead_worker_costs_its_batch_and_is_replaced(tmp_path: Path) -> 
         assert {v.status for v in sink.verdicts} == {Status.CLEAN}  # the replacement scans
 
 
-async def test_big_files_are_hashed_alongside_the_scan_and_the_hash_is_right(tmp_path: Path) -> None:
-    # 5 MB: read whole, hashed in a thread while scanned; 70 MB (sparse): hashed through a map
-    # while yara-x scans its own. The marker sits at the very end, so a short scan would miss it.
+async def test_big_files_are_hashed_and_scanned_whole_and_the_hash_is_right(tmp_path: Path) -> None:
+    # 5 MB: read whole, hashed in a thread while scanned; 70 MB (sparse): hashed by streaming,
+    # then scanned through yara-x's map. The marker sits at the very end: a short scan would miss it.
     import hashlib
 
     rules = tmp_path / "marker.yar"
