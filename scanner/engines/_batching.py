@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
+import anyio.lowlevel
 
 from ..ratelimit import Clock, MonotonicClock
 
-__all__ = ("Batcher", "Singleflight")
+__all__ = ("Batcher", "Member", "Singleflight")
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -25,22 +26,47 @@ class _Abandoned(Exception):
 
 
 class _Batch(Generic[K, V]):
-    __slots__ = ("done", "error", "full", "keys", "results")
+    __slots__ = ("deadline", "done", "error", "keys", "results", "sealed", "wake")
 
-    def __init__(self) -> None:
-        self.keys: list[K] = []
-        self.full = anyio.Event()
+    def __init__(self, deadline: float) -> None:
+        #: the keys in order, as a dict for O(1) membership (up to 1000 keys a batch)
+        self.keys: dict[K, None] = {}
+        self.deadline = deadline
+        self.sealed = False
+        #: set when the batch may go before its deadline (full, or every member is in it)
+        self.wake = anyio.Event()
         self.done = anyio.Event()
         self.results: Mapping[K, V] | None = None
         self.error: BaseException | None = None
 
 
+class Member:
+    """A caller counted by :meth:`Batcher.member` until it :meth:`leave` s (idempotent)."""
+
+    __slots__ = ("_batcher", "_in")
+
+    def __init__(self, batcher: Batcher[Any, Any]) -> None:
+        self._batcher = batcher
+        self._in = True
+        batcher._members += 1
+
+    def leave(self) -> None:
+        if self._in:
+            self._in = False
+            self._batcher._members -= 1
+            self._batcher._check()
+
+
 class Batcher(Generic[K, V]):
-    """Collects keys for ``linger`` seconds (or until ``max_size()``), then resolves them in one call.
+    """Collects keys into one call: a batch goes when it is full (``max_size()``), when it cannot grow
+    (every :meth:`member` is in it), or ``linger`` seconds after it opened, whichever comes first.
 
     :meth:`get` waits for its batch's answer and returns this key's value. The caller that opened the
-    batch sleeps the linger and calls ``flush``; if ``flush`` raises, every caller of that batch gets
-    the same exception. If that caller is cancelled, the others put their keys in a new batch.
+    batch first lets the callers already scheduled run (jobs woken together join the same batch),
+    then waits as above and calls ``flush``; if ``flush`` raises, every caller of that batch gets the
+    same exception. If that caller is cancelled, the others put their keys in a new batch. The linger
+    counts from the batch's opening, so time the event loop spent on other callers is not added to it.
+    Several batches may be in flight at once: a new one opens as soon as the last one was sealed.
     """
 
     def __init__(
@@ -56,19 +82,37 @@ class Batcher(Generic[K, V]):
         self._max_size = max_size
         self._clock = clock or MonotonicClock()
         self._open: _Batch[K, V] | None = None
+        self._members = 0
         self.batches = 0
+
+    def member(self) -> Member:
+        """Count a caller that may still call :meth:`get` (a job before its lookup, or one that comes
+        back for more): while a member is outside the open batch, the batch may still grow, so it
+        waits out its linger. Members that never call :meth:`get` must :meth:`Member.leave`."""
+        return Member(self)
+
+    def _complete(self, batch: _Batch[K, V]) -> bool:
+        # with no member counted, nothing is known about who else may come: the linger decides
+        return 0 < self._members <= len(batch.keys)
+
+    def _check(self) -> None:
+        batch = self._open
+        if batch is not None and self._complete(batch):
+            batch.wake.set()
 
     async def get(self, key: K) -> V:
         while True:
             batch = self._open
             owner = batch is None
             if batch is None:
-                batch = self._open = _Batch()
-            if key not in batch.keys:
-                batch.keys.append(key)
+                batch = self._open = _Batch(self._clock.now() + self._linger)
+            batch.keys[key] = None
             if len(batch.keys) >= max(1, self._max_size()):
                 self._open = None
-                batch.full.set()
+                batch.sealed = True
+                batch.wake.set()
+            elif self._complete(batch):
+                batch.wake.set()
             if owner:
                 await self._run(batch)
             else:
@@ -82,9 +126,16 @@ class Batcher(Generic[K, V]):
 
     async def _run(self, batch: _Batch[K, V]) -> None:
         try:
-            await _race(self._clock, batch.full, self._linger)
+            # callers already scheduled (woken by the same answer as this one) join before the check
+            await anyio.lowlevel.checkpoint()
+            while not batch.sealed and not self._complete(batch):
+                if self._clock.now() >= batch.deadline:
+                    break
+                batch.wake = anyio.Event()
+                await _race(self._clock, batch.wake, batch.deadline)
             if self._open is batch:
                 self._open = None
+            batch.sealed = True
             self.batches += 1
             batch.results = await self._flush(list(batch.keys))
         except Exception as exc:
@@ -93,17 +144,20 @@ class Batcher(Generic[K, V]):
             batch.error = _Abandoned()
             raise
         finally:
+            if self._open is batch:
+                self._open = None  # cancelled while lingering: the others start a new batch
             batch.done.set()
 
 
-async def _race(clock: Clock, event: anyio.Event, seconds: float) -> None:
-    """Return when ``event`` is set or ``seconds`` have passed on ``clock``."""
-    if event.is_set() or seconds <= 0:
+async def _race(clock: Clock, event: anyio.Event, deadline: float) -> None:
+    """Return when ``event`` is set or ``clock`` reaches ``deadline``."""
+    if event.is_set() or clock.now() >= deadline:
         return
     async with anyio.create_task_group() as tg:
 
         async def alarm() -> None:
-            await clock.sleep(seconds)
+            # measured from the deadline when the alarm first runs, which may be after a busy loop
+            await clock.sleep(deadline - clock.now())
             tg.cancel_scope.cancel()
 
         tg.start_soon(alarm)
@@ -137,6 +191,10 @@ class Singleflight(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._cache)
+
+    def running(self, key: K) -> bool:
+        """Whether :meth:`run` for ``key`` would now wait for another caller's work."""
+        return key in self._flights and key not in self._cache
 
     async def run(self, key: K, work: Callable[[], Awaitable[V]]) -> tuple[V, bool]:
         while True:

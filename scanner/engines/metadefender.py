@@ -194,12 +194,20 @@ class MetaDefenderEngine:
 
     async def scan(self, target: Target, source: Source, /) -> Outcome:
         """Scan one target (see the module docstring). The body is released before polling."""
-        async with AsyncExitStack() as stack:
-            body = await stack.enter_async_context(source.open(target))
-            staged = await stack.enter_async_context(stage(body, spool_dir=self.config.spool_dir))
-            outcome, shared = await self._flights.run(
-                staged.sha256, lambda: self._resolve(target, staged, stack.aclose)
-            )
+        # a job counts as one that may still join a bulk lookup until its scan ends, or until it
+        # waits for a twin's: a batch that every such job is in goes without waiting out the linger
+        member = self._hashes.member()
+        try:
+            async with AsyncExitStack() as stack:
+                body = await stack.enter_async_context(source.open(target))
+                staged = await stack.enter_async_context(stage(body, spool_dir=self.config.spool_dir))
+                if self._flights.running(staged.sha256):
+                    member.leave()
+                outcome, shared = await self._flights.run(
+                    staged.sha256, lambda: self._resolve(target, staged, stack.aclose)
+                )
+        finally:
+            member.leave()
         if shared:
             vendor = dict(outcome.vendor or {})
             vendor["deduplicated"] = True
