@@ -121,8 +121,10 @@ class LocalSource:
         follow = self.follow_symlinks
         filters = self.filters
         needs_stat = filters.needs_stat or self.stat_files
-        # Without globs or a stat (the common case) a file needs no relative path and no filter call.
+        # Without globs or a stat (the common case) a file needs no relative path and no filter call;
+        # with a stat for its content version only (--skip-unchanged), it needs the stat and no more.
         plain = not (filters.include or filters.exclude or needs_stat)
+        stat_only = not (filters.include or filters.exclude or filters.needs_stat) and self.stat_files
         prefix_len = len(root.rstrip(os.sep)) + 1
         file_kind = Kind.FILE
         stack = [root]
@@ -139,6 +141,10 @@ class LocalSource:
                     try:
                         if plain and entry.is_file(follow_symlinks=follow):
                             yield Target(file_kind, entry.path)
+                            continue
+                        if stat_only and entry.is_file(follow_symlinks=follow):
+                            fst = entry.stat(follow_symlinks=follow)
+                            yield Target(file_kind, entry.path, size=fst.st_size, mtime=fst.st_mtime)
                             continue
                         rel = entry.path[prefix_len:]
                         if entry.is_dir(follow_symlinks=follow):
