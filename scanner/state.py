@@ -66,17 +66,22 @@ CREATE TABLE IF NOT EXISTS pending (
 """
 _SCHEMA_VERSION = "1"
 _ANY_PENDING = "SELECT EXISTS (SELECT 1 FROM pending)"
-# One statement per (engine, status, sha256 length, run) in a commit, usually one or two. Without a
-# sha256, ``value`` is the content version or null; with one, the sha256 then the version, cut apart
-# at a known length. Each mention of ``value`` costs a copy a row, and pulling fields out of a JSON
-# array per row cost more still: this measured 2.5 us a row, 3.6 with two mentions, 4-5 with arrays.
+# One statement per (engine, status, sha256 length, has a version, run) in a commit, usually one or
+# two. ``value`` is the content version, the sha256, or both run together and cut apart at the
+# sha256's length (null when neither). Each mention of ``value`` costs a copy a row, and pulling
+# fields out of a JSON array per row cost more still: 2.1-3.0 us a row this way against 3.7 with two
+# mentions and 4-5 with arrays (B-tree insert included, 100,000 rows of 60-byte paths).
 _UPSERT = (
     "INSERT OR REPLACE INTO targets (engine, identity, version, sha256, status, scanned_at, run_id)"
     " SELECT ?1, key, value, NULL, ?2, ?3, ?4 FROM json_each(?5)"
 )
 _UPSERT_SHA = (
     "INSERT OR REPLACE INTO targets (engine, identity, version, sha256, status, scanned_at, run_id)"
-    " SELECT ?1, key, nullif(substr(value, ?6 + 1), ''), substr(value, 1, ?6), ?2, ?3, ?4 FROM json_each(?5)"
+    " SELECT ?1, key, NULL, value, ?2, ?3, ?4 FROM json_each(?5)"
+)
+_UPSERT_BOTH = (
+    "INSERT OR REPLACE INTO targets (engine, identity, version, sha256, status, scanned_at, run_id)"
+    " SELECT ?1, key, substr(value, ?6 + 1), substr(value, 1, ?6), ?2, ?3, ?4 FROM json_each(?5)"
 )
 _UPSERT_CONTENT = (
     "INSERT OR REPLACE INTO content (engine, sha256, status, findings, scanned_at)"
@@ -375,23 +380,23 @@ class StateStore:
     def _commit(self, snap: Snapshot, output: str | None, run_id: str | None, offset: int | None) -> None:
         # Rows are grouped by what a statement binds once. A target recorded twice in one snapshot
         # under two groups keeps one of its verdicts, either of them a true one for its version.
-        rows: dict[tuple[str, Status, int, str], dict[str, str | None]] = {}
+        rows: dict[tuple[str, Status, int, bool, str], dict[str, str | None]] = {}
         content: dict[tuple[str, Status], dict[str, list[dict[str, str]]]] = {}
         into: dict[str, str | None] = {}
         last = None
         for verdicts, run, cache in snap.verdicts:
             for v in verdicts:
-                sha = v.sha256
-                group = (v.engine, v.status, len(sha) if sha else 0, run)
-                if group != last:
-                    into = rows.setdefault(group, {})
-                    last = group
                 t = v.target
                 # identity() and content_version() inlined for the common case: half this loop's cost
                 name = t.target
                 key = _PREFIX[t.kind] + name if name.isascii() and not t.version_id else identity(t)
                 version = content_version(t) if t.size is not None or t.etag or t.version_id else None
-                into[key] = sha + (version or "") if sha else version
+                sha = v.sha256
+                group = (v.engine, v.status, len(sha) if sha else 0, version is not None, run)
+                if group != last:
+                    into = rows.setdefault(group, {})
+                    last = group
+                into[key] = (sha + version if version else sha) if sha else version
                 if cache and sha and v.status in _CACHEABLE and not v.cached:
                     content.setdefault((v.engine, v.status), {})[sha] = [_finding(f) for f in v.findings]
         db = self._db
@@ -399,12 +404,13 @@ class StateStore:
         db.execute("BEGIN")
         try:
             db.executemany("INSERT OR REPLACE INTO pending VALUES (?, ?, ?, ?)", snap.submitted)
-            for (engine, status, sha_len, run), keyed in rows.items():
+            for (engine, status, sha_len, versioned, run), keyed in rows.items():
                 values = orjson.dumps(keyed).decode()
-                if sha_len:
-                    db.execute(_UPSERT_SHA, (engine, status.value, snap.at, run, values, sha_len))
+                params = (engine, status.value, snap.at, run, values)
+                if sha_len and versioned:
+                    db.execute(_UPSERT_BOTH, (*params, sha_len))
                 else:
-                    db.execute(_UPSERT, (engine, status.value, snap.at, run, values))
+                    db.execute(_UPSERT_SHA if sha_len else _UPSERT, params)
                 if any_pending:
                     db.execute(_DONE_PENDING, (engine, values))
             for (engine, status), findings in content.items():

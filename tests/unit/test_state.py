@@ -61,6 +61,27 @@ async def test_commit_lookup_and_offset(tmp_path: Path) -> None:
     await reopened.aclose()
 
 
+async def test_each_row_keeps_its_own_sha256_version_and_status(tmp_path: Path) -> None:
+    # a commit groups rows by shape (sha256 or not, version or not, status): every shape round-trips
+    store = await StateStore.open(str(tmp_path / "s.db"))
+    run = await store.begin_run(None, "yara")
+    sha = "ab" * 32
+    shapes = {
+        "/both": (Target(Kind.FILE, "/both", size=5, mtime=2.5), sha, Status.CLEAN),
+        "/sha": (Target(Kind.FILE, "/sha"), "cd" * 32, Status.INFECTED),
+        "/version": (Target(Kind.FILE, "/version", size=1, mtime=1.0), None, Status.ERROR),
+        "/neither": (Target(Kind.FILE, "/neither"), None, Status.CLEAN),
+        "/etag": (Target(Kind.S3, "s3://b/k", etag='"e:1"', size=3), sha, Status.CLEAN),
+    }
+    store.record([verdict(t, status, sha=h) for t, h, status in shapes.values()], run.run_id)
+    await store.commit()
+    rows = await store.lookup("yara", [t for t, _, _ in shapes.values()])
+    for t, h, status in shapes.values():
+        row = rows[identity(t)]
+        assert (row.version, row.sha256, row.status) == (content_version(t), h, status), t.target
+    await store.aclose()
+
+
 async def test_reconcile_records_lines_past_the_commit(tmp_path: Path) -> None:
     store = await StateStore.open(str(tmp_path / "s.db"))
     out = tmp_path / "out.ndjson"
