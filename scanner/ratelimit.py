@@ -153,8 +153,10 @@ class FamilyGate:
         )
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+        # only a caller inside acquire() can hold the event: with none, keep it (two per request)
+        if self._waiting:
+            self._changed.set()
+            self._changed = anyio.Event()
 
     def available(self) -> int | None:
         """The budget a new request could spend now, or None when no budget is known."""

@@ -44,6 +44,7 @@ from urllib.parse import quote
 from msgspec import Meta as M
 from msgspec import structs
 
+from .._http import Body as RequestBody
 from .._http import RetryPolicy, Timeouts, VendorClient
 from ..config import EngineConfig, HttpUrl, Secret
 from ..errors import EngineError, ProtocolError, ServerError, TransportError
@@ -298,6 +299,8 @@ class MetaDefenderEngine:
         }
         if self.config.rule:
             headers["rule"] = self.config.rule
+        # a small body held in memory goes as bytes, written with the headers; a file is streamed
+        data: RequestBody = staged.data if staged.data is not None else staged.chunks
         for attempt in range(_UPLOAD_TRIES):
             try:
                 resp = await self.http.request(
@@ -308,7 +311,7 @@ class MetaDefenderEngine:
                     paced=True,
                     family=_PREVENTION,
                     headers=headers,
-                    data=staged.chunks,
+                    data=data,
                     replay_safe=False,
                 )
                 break

@@ -154,6 +154,30 @@ async def test_a_timeout_is_retried_as_a_transport_error() -> None:
     assert calls == 3
 
 
+async def test_statistics_count_connections_opened_and_reused() -> None:
+    release = anyio.Event()
+
+    async def handler(request: web.Request) -> web.Response:
+        if request.path == "/slow":
+            await release.wait()
+        return web.Response(text="ok")
+
+    async with server(handler) as url, client(url, connections=4) as http:
+        for _ in range(3):
+            await http.request("GET", "/x", route="r", cost=0)
+        s = http.statistics()
+        assert (s.connections_opened, s.connections_reused) == (1, 2)  # one keep-alive connection
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(functools.partial(http.request, "GET", "/slow", route="r", cost=0))
+            while http.statistics().in_flight < 3:
+                await anyio.sleep(0.01)
+            release.set()
+        s = http.statistics()
+        assert (s.connections_opened, s.connections_reused) == (3, 3)  # two more for three at once
+        assert s.requests == 6
+
+
 async def test_cancellation_releases_the_slot_and_the_connection() -> None:
     started = anyio.Event()
 
