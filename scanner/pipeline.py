@@ -309,24 +309,47 @@ class Pipeline:
                 self._listing_done = True
 
     async def _produce_batches(self, source: BatchSource, send: MemoryObjectSendStream[_Job]) -> None:
-        # The source hands over lists: admission takes them a slice at a time, with no reader task.
+        # The source hands over lists, admitted a slice at a time. With an admission step (a
+        # state store lookup) a reader task walks the next list while this one is admitted: the
+        # two run in threads and overlap, where one after the other they made a rerun's pace.
+        if self._admit is None:
+            async for listed in source.batches():
+                await self._enqueue(source, listed, send)
+            return
+        listed_send, listed_recv = anyio.create_memory_object_stream[list[Target]](1)
+
+        async def read() -> None:
+            async with listed_send:
+                try:
+                    async for listed in source.batches():
+                        await listed_send.send(listed)
+                except SourceError as exc:
+                    self._source_failed(exc)
+
+        async with anyio.create_task_group() as tg, listed_recv:
+            tg.start_soon(read)
+            async for listed in listed_recv:
+                await self._enqueue(source, listed, send)
+
+    async def _enqueue(
+        self, source: Source, listed: list[Target], send: MemoryObjectSendStream[_Job]
+    ) -> None:
         admit = self._admit
-        async for listed in source.batches():
-            for start in range(0, len(listed), _ADMIT_BATCH):
-                chunk = listed[start : start + _ADMIT_BATCH]
-                jobs: list[_Job]
-                if admit is None:
-                    jobs = [(target, source, None) for target in chunk]
-                else:
-                    kept, dropped = await admit(chunk)
-                    self._dropped.update(dropped)
-                    jobs = [(target, source, decided) for target, decided in kept]
-                self._listed += len(chunk)
-                for job in jobs:
-                    try:
-                        send.send_nowait(job)
-                    except anyio.WouldBlock:
-                        await send.send(job)
+        for start in range(0, len(listed), _ADMIT_BATCH):
+            chunk = listed[start : start + _ADMIT_BATCH]
+            jobs: list[_Job]
+            if admit is None:
+                jobs = [(target, source, None) for target in chunk]
+            else:
+                kept, dropped = await admit(chunk)
+                self._dropped.update(dropped)
+                jobs = [(target, source, decided) for target, decided in kept]
+            self._listed += len(chunk)
+            for job in jobs:
+                try:
+                    send.send_nowait(job)
+                except anyio.WouldBlock:
+                    await send.send(job)
 
     def _source_failed(self, exc: SourceError) -> None:
         log.error("%s", exc)
