@@ -28,6 +28,7 @@ __all__ = (
     "Status",
     "Target",
     "Verdict",
+    "as_written",
     "encode_verdict",
     "error_info",
     "utcnow",
@@ -183,9 +184,12 @@ def _rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _clean_str(text: str) -> str:
-    # File names on POSIX are bytes; os.fsdecode keeps undecodable bytes as lone surrogates, which
-    # JSON cannot carry. Spell them as \xNN so the line stays valid UTF-8 and the name stays legible.
+def as_written(text: str) -> str:
+    """``text`` as a verdict line spells it (the state store keys targets by the same spelling).
+
+    File names on POSIX are bytes; os.fsdecode keeps undecodable bytes as lone surrogates, which
+    JSON cannot carry. They are spelled ``\\xNN``, so the line stays valid UTF-8 and the name legible.
+    """
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -195,9 +199,9 @@ def _clean_str(text: str) -> str:
 
 def _clean(value: Any) -> Any:
     if isinstance(value, str):
-        return _clean_str(value)
+        return as_written(value)
     if isinstance(value, dict):
-        return {_clean_str(k) if isinstance(k, str) else k: _clean(v) for k, v in value.items()}
+        return {as_written(k) if isinstance(k, str) else k: _clean(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_clean(v) for v in value]
     return value

@@ -40,7 +40,7 @@ import anyio
 import orjson
 
 from .errors import ConfigError
-from .model import Finding, Kind, Outcome, Status, Target, Verdict
+from .model import Finding, Kind, Outcome, Status, Target, Verdict, as_written
 
 __all__ = ("DONE", "SCAN", "UNCHANGED", "Row", "Run", "Snapshot", "StateStore", "content_version", "identity")
 
@@ -122,7 +122,7 @@ def identity(target: Target) -> str:
     reads back from the line."""
     name = target.target
     if not name.isascii():
-        name = _utf8(name)
+        name = as_written(name)
     base = f"{target.kind.value}:{name}"
     return f"{base}#{target.version_id}" if target.version_id and target.kind is Kind.S3 else base
 
@@ -137,14 +137,6 @@ def content_version(target: Target) -> str | None:
     if target.size is not None and target.mtime is not None:
         return f"m:{target.size}:{target.mtime!r}"
     return None
-
-
-def _utf8(text: str) -> str:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return text
 
 
 @dataclass(frozen=True, slots=True)
