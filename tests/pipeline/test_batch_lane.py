@@ -7,7 +7,7 @@ from collections import Counter
 import anyio
 import pytest
 
-from scanner.errors import AuthError, QuotaExhausted, TargetError
+from scanner.errors import AuthError, QuotaExhausted
 from scanner.model import ErrorInfo, Kind, Outcome, Status, Target
 from scanner.pipeline import Pipeline
 from scanner.testing import BatchScriptedEngine, MemorySink, MemorySource
@@ -54,22 +54,6 @@ async def test_jobs_in_flight_stay_within_the_bound(batch: int, bound: int) -> N
     assert sink.count == 2000
     assert 0 < peak <= bound
     assert max(engine.batches) <= min(batch, bound)
-
-
-async def test_per_target_failures_in_a_batch_cost_one_line_each() -> None:
-    def script(t: Target) -> Outcome:
-        if t.target == "mem://3":
-            raise TargetError("vanished", code="vanished")
-        if t.target == "mem://7":
-            raise RuntimeError("adapter bug")
-        return Outcome(Status.CLEAN)
-
-    sink, _ = await run(MemorySource(count=20), BatchScriptedEngine(script))
-    by = {v.target.target: v for v in sink.verdicts}
-    assert len(by) == 20
-    assert by["mem://3"].status is Status.ERROR and by["mem://3"].error.code == "vanished"  # type: ignore[union-attr]
-    assert by["mem://7"].status is Status.ERROR and by["mem://7"].error.code == "internal"  # type: ignore[union-attr]
-    assert sum(v.status is Status.CLEAN for v in sink.verdicts) == 18
 
 
 async def test_a_batch_call_that_raises_gives_every_target_of_it_an_error_line() -> None:

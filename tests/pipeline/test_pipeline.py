@@ -11,7 +11,7 @@ import pytest
 from scanner.errors import AuthError, QuotaExhausted, SourceError, TargetError
 from scanner.model import ErrorInfo, Kind, Outcome, Status, Target
 from scanner.pipeline import Pipeline
-from scanner.testing import MemorySink, MemorySource, ScriptedEngine
+from scanner.testing import BatchScriptedEngine, MemorySink, MemorySource, ScriptedEngine
 
 pytestmark = pytest.mark.anyio
 
@@ -29,7 +29,8 @@ async def test_every_target_gets_exactly_one_line() -> None:
     assert p.statistics().listing_done
 
 
-async def test_engine_raising_on_one_target_loses_no_other() -> None:
+@pytest.mark.parametrize("engine_type", [ScriptedEngine, BatchScriptedEngine])
+async def test_engine_raising_on_one_target_loses_no_other(engine_type: type[ScriptedEngine]) -> None:
     def script(t: Target) -> Outcome:
         if t.target == "mem://3":
             raise TargetError("vanished", code="vanished")
@@ -37,7 +38,7 @@ async def test_engine_raising_on_one_target_loses_no_other() -> None:
             raise RuntimeError("adapter bug")
         return Outcome(Status.CLEAN)
 
-    sink, _ = await run(MemorySource(count=20), ScriptedEngine(script))
+    sink, _ = await run(MemorySource(count=20), engine_type(script))
     by_target = {v.target.target: v for v in sink.verdicts}
     assert len(by_target) == 20
     assert by_target["mem://3"].status is Status.ERROR and by_target["mem://3"].error.code == "vanished"  # type: ignore[union-attr]
