@@ -52,6 +52,7 @@ __all__ = (
     "RateLimitStatistics",
     "RateLimits",
     "Slot",
+    "wait_until",
 )
 
 #: a Reset-In that moves later by more than this marks a new window (headers carry whole seconds)
@@ -109,14 +110,18 @@ class RateLimitStatistics:
     pauses: int
 
 
-async def _wait_until(clock: Clock, changed: anyio.Event, deadline: float | None) -> None:
-    """Wait for ``changed`` or for the clock to reach ``deadline``, whichever comes first."""
+async def wait_until(clock: Clock, changed: anyio.Event, deadline: float | None) -> None:
+    """Wait for ``changed`` or for ``clock`` to reach ``deadline`` (None: no deadline), whichever
+    comes first. Returns at once when either already has."""
     if deadline is None:
         await changed.wait()
+        return
+    if changed.is_set() or clock.now() >= deadline:
         return
     async with anyio.create_task_group() as tg:
 
         async def alarm() -> None:
+            # measured from the deadline when the alarm first runs, which may be after a busy loop
             await clock.sleep(deadline - clock.now())
             tg.cancel_scope.cancel()
 
@@ -176,7 +181,7 @@ class FamilyGate:
                 now = self._clock.now()
                 changed = self._changed
                 if self._paused_until > now:
-                    await _wait_until(self._clock, changed, self._paused_until)
+                    await wait_until(self._clock, changed, self._paused_until)
                     continue
                 if self._known and self._reset_at is not None and now >= self._reset_at:
                     # the window has passed: learn the new one with a single request
@@ -202,7 +207,7 @@ class FamilyGate:
                             "we may wait",
                             reset_at=at,
                         )
-                    await _wait_until(self._clock, changed, reset_at)
+                    await wait_until(self._clock, changed, reset_at)
                     continue
                 elif self._budget is not None:
                     self._budget -= cost

@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 import anyio.lowlevel
 
-from ..ratelimit import Clock, MonotonicClock
+from ..ratelimit import Clock, MonotonicClock, wait_until
 
 __all__ = ("Batcher", "Member", "Singleflight")
 
@@ -132,7 +132,7 @@ class Batcher(Generic[K, V]):
                 if self._clock.now() >= batch.deadline:
                     break
                 batch.wake = anyio.Event()
-                await _race(self._clock, batch.wake, batch.deadline)
+                await wait_until(self._clock, batch.wake, batch.deadline)
             if self._open is batch:
                 self._open = None
             batch.sealed = True
@@ -147,22 +147,6 @@ class Batcher(Generic[K, V]):
             if self._open is batch:
                 self._open = None  # cancelled while lingering: the others start a new batch
             batch.done.set()
-
-
-async def _race(clock: Clock, event: anyio.Event, deadline: float) -> None:
-    """Return when ``event`` is set or ``clock`` reaches ``deadline``."""
-    if event.is_set() or clock.now() >= deadline:
-        return
-    async with anyio.create_task_group() as tg:
-
-        async def alarm() -> None:
-            # measured from the deadline when the alarm first runs, which may be after a busy loop
-            await clock.sleep(deadline - clock.now())
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(alarm)
-        await event.wait()
-        tg.cancel_scope.cancel()
 
 
 class _Flight(Generic[V]):
