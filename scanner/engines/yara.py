@@ -2,10 +2,10 @@
 
 Scanning happens in a small pool of worker processes (yara-x holds the GIL, so threads would stall
 the event loop). Local files are scanned by path: the worker opens, hashes and scans each file in one
-read. Requests are batched per round trip: while every worker is busy, requests queue up and leave as
-one batch when a worker frees, so small files cost one inter-process hop per batch, not per file.
-Bodies that are not local files (S3 objects, URLs) are spooled to a temporary file, hashed on the way,
-then scanned by path.
+read. The pipeline hands local files over in batches (:meth:`YaraEngine.scan_batch`, its batch lane),
+and each batch is one request to a worker, so small files cost one inter-process hop per batch, not
+per file. Bodies that are not local files (S3 objects, URLs) are spooled to a temporary file, hashed
+on the way, then scanned by path, one request each: their download costs far more than the hop.
 
 Verdicts: a matching rule gives ``infected``, or ``suspicious`` when its meta says
 ``verdict = "suspicious"``; the finding's name is the rule's ``threat`` meta, else its identifier.
@@ -15,7 +15,6 @@ a scan over ``timeout`` seconds gets ``unscannable``/``scan_timeout``.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 import os
@@ -29,7 +28,6 @@ from typing import Annotated, Any, Self
 import anyio
 import orjson
 import yara_x
-from anyio.streams.memory import MemoryObjectReceiveStream
 from msgspec import Meta
 
 from ..config import ByteSize, EngineConfig
@@ -110,15 +108,6 @@ def _namespace(origin: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in origin) or "rules"
 
 
-class _Request:
-    __slots__ = ("follow", "future", "path")
-
-    def __init__(self, path: str, follow: bool, future: asyncio.Future[tuple[Any, ...]]) -> None:
-        self.path = path
-        self.follow = follow
-        self.future = future
-
-
 class YaraEngine:
     name = "yara"
     accepts = frozenset({Kind.FILE, Kind.S3, Kind.URL})
@@ -132,7 +121,6 @@ class YaraEngine:
         self.default_jobs = 2 * self._processes * config.batch_size
         self._pool: WorkerPool | None = None
         self._stack = AsyncExitStack()
-        self._requests_send: Any = None
         self._busy = 0
         self._batches = 0
         self._files = 0
@@ -152,16 +140,11 @@ class YaraEngine:
         serialized = await anyio.to_thread.run_sync(compile_rules, self._config)
         options = orjson.dumps({"timeout": self._config.timeout, "max_size": int(self._config.max_file_size)})
         pool = WorkerPool("scanner.engines._yara_worker", [serialized, options], self._processes)
-        send, recv = anyio.create_memory_object_stream[_Request](self.default_jobs)
-        self._requests_send = send
         async with AsyncExitStack() as stack:
             try:
                 self._pool = await stack.enter_async_context(pool)
             except EngineError as exc:
                 raise EngineError(f"cannot start the YARA worker processes: {exc}") from None
-            tg = await stack.enter_async_context(anyio.create_task_group())
-            tg.start_soon(self._dispatch, recv)
-            stack.push_async_callback(send.aclose)
             self._stack = stack.pop_all()
         return self
 
@@ -213,11 +196,7 @@ class YaraEngine:
             for i in remote:
                 tg.start_soon(one, i)
             if paths:
-                self._busy += 1
-                try:
-                    answers = await self._call(paths, follow)
-                finally:
-                    self._busy -= 1
+                answers = await self._call(paths, follow)
                 for i, answer in zip(where, answers, strict=True):
                     try:
                         results[i] = _outcome(answer)
@@ -236,58 +215,23 @@ class YaraEngine:
             return _outcome(await self._submit(staged.path, False))
 
     async def _submit(self, path: str, follow: bool) -> tuple[Any, ...]:
-        future: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
-        request = _Request(path, follow, future)
-        try:
-            # No trip round the event loop when the queue has room: awaiting the future below is
-            # the one suspension a scan needs.
-            self._requests_send.send_nowait(request)
-        except anyio.WouldBlock:
-            await self._requests_send.send(request)
-        return await future
-
-    async def _dispatch(self, recv: MemoryObjectReceiveStream[_Request]) -> None:
-        slots = anyio.Semaphore(2 * self._processes)
-        async with recv, anyio.create_task_group() as tg:
-            while True:
-                await slots.acquire()
-                try:
-                    first = await recv.receive()
-                except anyio.EndOfStream:
-                    return
-                batch = [first]
-                while len(batch) < self._config.batch_size:
-                    try:
-                        batch.append(recv.receive_nowait())
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
-                tg.start_soon(self._run_batch, batch, slots)
+        (result,) = await self._call([path], [follow])
+        return result
 
     async def _call(self, paths: list[str], follow: list[bool]) -> list[tuple[Any, ...]]:
         """One round trip to the least busy worker: a result per path, in order."""
         assert self._pool is not None
+        self._busy += 1
         try:
             answer = await self._pool.call(_yara_worker.encode_request(paths, follow))
         except WorkerDied as exc:
             return [("err", "worker_died", exc.message, None)] * len(paths)
+        finally:
+            self._busy -= 1
         results: list[tuple[Any, ...]] = orjson.loads(answer)
         self._batches += 1
         self._files += len(paths)
         return results
-
-    async def _run_batch(self, batch: Sequence[_Request], slots: anyio.Semaphore) -> None:
-        self._busy += 1
-        try:
-            live = [r for r in batch if not r.future.done()]
-            if not live:
-                return
-            results = await self._call([r.path for r in live], [r.follow for r in live])
-            for request, result in zip(live, results, strict=True):
-                if not request.future.done():
-                    request.future.set_result(result)
-        finally:
-            self._busy -= 1
-            slots.release()
 
 
 _UNSCANNABLE = frozenset({"too_large", "scan_timeout"})
