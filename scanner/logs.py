@@ -8,12 +8,28 @@ replaced by ``***`` before a byte reaches stderr. Every validated engine config 
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from ._redact import Redactor
 
-__all__ = ("RedactingFilter", "configure", "redact", "register_secrets", "secrets_in")
+__all__ = (
+    "RedactingFilter",
+    "configure",
+    "redact",
+    "register_environment_secrets",
+    "register_secrets",
+    "secrets_in",
+)
+
+#: Libraries whose DEBUG records carry credentials: botocore logs the canonical request and the signed
+#: headers (``x-amz-security-token``, the access key id, signatures); urllib3 and aiohttp log URLs
+#: with presigned queries. They never log below INFO, whatever ``-v`` says.
+QUIET_LIBRARIES = ("botocore", "aiobotocore", "boto3", "aioboto3", "s3transfer", "urllib3", "aiohttp")
+
+#: Environment variables that hold AWS secrets (the access key id is an identifier, not a secret)
+AWS_SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 
 
 class RedactingFilter(logging.Filter):
@@ -66,6 +82,12 @@ def register_secrets(secrets: Iterable[str]) -> None:
     _redactor.add(secrets)
 
 
+def register_environment_secrets(environ: Mapping[str, str] | None = None) -> None:
+    """Register the AWS secrets of the environment: a backstop behind :data:`QUIET_LIBRARIES`."""
+    env = os.environ if environ is None else environ
+    register_secrets(env[name] for name in AWS_SECRET_VARIABLES if env.get(name))
+
+
 class _Formatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         record.levelname = record.levelname.lower()
@@ -73,7 +95,12 @@ class _Formatter(logging.Formatter):
 
 
 def configure(verbosity: int) -> None:
-    """-q: errors only; default: warnings; -v: info; -vv: debug. Always stderr."""
+    """-q: errors only; default: warnings; -v: info; -vv: debug. Always stderr.
+
+    Third-party libraries show warnings, and with -vv their info too, never their debug records
+    (see :data:`QUIET_LIBRARIES`). Registers the environment's AWS secrets with the redactor.
+    """
+    register_environment_secrets()
     level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter("scanner: %(levelname)s: %(message)s"))
@@ -82,3 +109,5 @@ def configure(verbosity: int) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING if verbosity < 2 else logging.DEBUG)
     logging.getLogger("scanner").setLevel(level)
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING if verbosity < 2 else logging.INFO)

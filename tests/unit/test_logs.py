@@ -34,3 +34,29 @@ def _log_with(secret: str) -> None:
         raise RuntimeError(f"boom with {secret}")
     except RuntimeError:
         logging.getLogger("scanner.test").exception("failed")
+
+
+def test_debug_verbosity_never_lets_aws_library_debug_records_through(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = "SESSION-TOKEN-from-the-environment-7"
+    monkeypatch.setenv("AWS_SESSION_TOKEN", token)
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    levels = {name: logging.getLogger(name).level for name in logs.QUIET_LIBRARIES}
+    logs.configure(2)  # -vv
+    try:
+        logging.getLogger("botocore.auth").debug("CanonicalRequest: x-amz-security-token:%s", token)
+        logging.getLogger("urllib3.connectionpool").debug("GET /?X-Amz-Signature=abc")
+        logging.getLogger("botocore.credentials").warning("a warning that echoes %s", token)
+        logging.getLogger("scanner.test").debug("our own debug line")
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+    err = capsys.readouterr().err
+    assert "CanonicalRequest" not in err and "X-Amz-Signature" not in err
+    assert "a warning that echoes ***" in err
+    assert token not in err
+    assert "our own debug line" in err
