@@ -1,12 +1,15 @@
 """TOML config -> validated, frozen settings.
 
 * ``${VAR}`` in any string is replaced from the environment; a missing variable is a
-  :class:`~scanner.errors.ConfigError` naming the key and the variable. ``$$`` is a literal ``$``.
+  :class:`~scanner.errors.ConfigError` naming the key and the variable. ``$$`` is a literal ``$``;
+  any other ``${`` (unclosed, or not a variable name) is an error, never sent on as written.
 * Each ``[engines.NAME]`` table is validated by that engine's own model, a frozen ``msgspec.Struct``
   (the registry in :mod:`scanner.engines` knows them), so a new engine brings its keys with it.
   Unknown engines and unknown keys are errors, never silently ignored. Validation is lax about
   strings, so ``timeout = "${TIMEOUT}"`` still gives an int.
-* Secrets are :class:`Secret`: every repr, log and error shows ``**********``. Validation errors are
+* Secrets are :class:`Secret`: every repr, log and error shows ``**********``. An empty secret, or
+  one with a control character (a newline from a key file), is rejected before any vendor sees it:
+  it could only earn a 401, and repeated 401s get the address blocked. Validation errors are
   rebuilt from the key path and msgspec's message, which never quotes a secret (custom types such as
   :class:`Secret` raise messages without the input).
 * Sizes are :class:`ByteSize`: ``4096``, ``"10MB"`` (10**6), ``"1.5GiB"`` (2**30).
@@ -44,7 +47,8 @@ __all__ = (
 
 M = TypeVar("M", bound=msgspec.Struct)
 _TOP_LEVEL = frozenset({"engines", "s3"})
-_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+#: ``$$``, ``${NAME}``, or (group 2) a ``${`` that starts neither: an error, not a literal
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|(\$\{)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,12 @@ def interpolate(value: Any, environ: Mapping[str, str], where: str) -> Any:
         def sub(m: re.Match[str]) -> str:
             if m.group(0) == "$$":
                 return "$"
+            if m.group(2):
+                # the text is not quoted: it may be a secret with a typo in it
+                raise ConfigError(
+                    f"{where}: '${{' without a closing '}}' or a variable name "
+                    "(write ${NAME}, or $$ for a literal $)"
+                )
             var = m.group(1)
             if var not in environ:
                 raise ConfigError(f"{where}: environment variable {var} is not set")
@@ -186,6 +196,11 @@ class Secret:
             return value
         if not isinstance(value, str):
             raise TypeError(f"expected a string, got {type(value).__name__}")  # never the value
+        if not value:
+            raise ValueError("empty (is the environment variable set to nothing?)")
+        if any(not c.isprintable() for c in value):
+            # a newline or tab from a key file; never quote the value, nor the character's place
+            raise ValueError("contains a control character (a newline or tab?); remove it")
         return cls(value)
 
 

@@ -133,3 +133,48 @@ def test_a_missing_secret_is_named_and_a_secret_compares_by_value() -> None:
         config.validate_section(_WithSecret, {}, "engines.x")
     assert config.Secret("abc") == config.Secret("abc") != config.Secret("abd")
     assert str(config.Secret("abc")) == "**********"
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("", "empty"),
+        ("key\nX-Injected: 1", "control character"),
+        ("key\r", "control character"),
+        ("\tkey", "control character"),
+    ],
+)
+def test_an_empty_secret_or_one_with_a_control_character_is_a_config_error_naming_the_key(
+    value: str, why: str
+) -> None:
+    """Never sent: an empty key only earns 401s (which get the address blocked), a newline breaks headers."""
+    with pytest.raises(ConfigError) as info:
+        config.validate_section(_WithSecret, {"api_key": value}, "engines.x")
+    assert str(info.value).startswith("engines.x.api_key: ")
+    assert why in str(info.value)
+    assert "key\n" not in str(info.value) and "X-Injected" not in str(info.value)
+
+
+def test_an_empty_key_from_the_environment_is_rejected_before_the_engine_is_built(tmp_path: Path) -> None:
+    p = write(tmp_path, '[engines.metadefender]\napi_key = "${MDKEY}"\n')
+    s = config.load(p, environ={"MDKEY": ""})
+    with pytest.raises(ConfigError, match=r"engines\.metadefender\.api_key: empty"):
+        engines.build("metadefender", s)
+    s = config.load(p, environ={"MDKEY": "key\nX"})
+    with pytest.raises(ConfigError, match=r"engines\.metadefender\.api_key: contains a control") as info:
+        engines.build("metadefender", s)
+    assert "key\nX" not in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["SEKRIT-${MDKEY2", "${", "a${1X}", "${MD-KEY}", "x${}y"])
+def test_an_unclosed_or_invalid_interpolation_is_an_error_not_a_literal(tmp_path: Path, text: str) -> None:
+    p = write(tmp_path, f'[engines.metadefender]\napi_key = "{text}"\n')
+    with pytest.raises(ConfigError) as info:
+        config.load(p, environ={"MDKEY2": "value", "MDKEY": "value"})
+    assert str(info.value).startswith("engines.metadefender.api_key: '${' without a closing")
+    assert "SEKRIT" not in str(info.value)
+
+
+def test_a_literal_dollar_and_dollar_dollar_brace_still_pass() -> None:
+    env = {"A": "1"}
+    assert config.interpolate("p$ss $${A} ${A}$", env, "k") == "p$ss ${A} 1$"
