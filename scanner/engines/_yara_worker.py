@@ -1,5 +1,5 @@
 """Runs inside the YARA engine's worker processes (``python -m scanner.engines._yara_worker``):
-import-light: yara_x, hashlib, json and os only (not even typing; orjson alone would double a
+import-light: yara_x, hashlib, json, math and os only (not even typing; orjson alone would double a
 worker's start-up imports).
 
 yara-x holds the GIL for the whole of a scan, so scanning in a thread would freeze the event loop;
@@ -20,6 +20,7 @@ import errno
 import hashlib
 import io
 import json
+import math
 import os
 import stat
 import sys
@@ -32,8 +33,9 @@ TYPE_CHECKING = False  # what typing.TYPE_CHECKING is, without importing typing
 if TYPE_CHECKING:
     from typing import Any
 
-    # A result is ("ok", size, sha256, matches) with matches = [(identifier, namespace, meta dict)],
-    # or ("err", code, message, size_or_None).
+    # A result is ("ok", size, sha256, matches, mtime) with matches = [(identifier, namespace, meta
+    # dict)] and size and mtime from the fstat of the descriptor read (the content version of what
+    # was scanned), or ("err", code, message, size_or_None).
     Result = tuple[Any, ...]
 
 __all__ = ("decode_request", "encode_request", "init", "main", "scan_batch")
@@ -50,13 +52,14 @@ _scanner: Any = None
 _max_size = 0
 
 
-def init(serialized: bytes, timeout: int, max_size: int) -> None:
-    """Process initializer: deserialize the rules once per process."""
+def init(serialized: bytes, timeout: float, max_size: int) -> None:
+    """Process initializer: deserialize the rules once per process. ``timeout`` is in seconds, 0 for
+    none; yara-x counts whole seconds, so a fraction rounds up (0.5 gives 1 s, never no limit)."""
     global _scanner, _max_size
     rules = yara_x.Rules.deserialize_from(io.BytesIO(serialized))
     _scanner = yara_x.Scanner(rules)
     if timeout > 0:
-        _scanner.set_timeout(timeout)
+        _scanner.set_timeout(math.ceil(timeout))
     _max_size = max_size
 
 
@@ -103,7 +106,7 @@ def main() -> None:
     if rules is None or options is None:
         return
     opts = json.loads(options)
-    init(rules, int(opts["timeout"]), int(opts["max_size"]))
+    init(rules, float(opts["timeout"]), int(opts["max_size"]))
     write_frame(stdout, json.dumps({"pid": os.getpid()}).encode())
     while (frame := read_frame(stdin)) is not None:
         results = scan_batch(decode_request(frame))
@@ -170,7 +173,7 @@ def _scan_one(path: str, follow: bool) -> Result:
     finally:
         os.close(fd)
     matches = [[r.identifier, r.namespace, dict(r.metadata)] for r in results.matching_rules]
-    return ("ok", size, digest, matches)
+    return ("ok", size, digest, matches, st.st_mtime)
 
 
 class _Hashing:

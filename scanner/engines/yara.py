@@ -49,7 +49,7 @@ class Config(EngineConfig, frozen=True, kw_only=True):
     rules: Annotated[tuple[str, ...], Meta(description="extra rule files, or folders of *.yar / *.yara")] = ()
     builtin_rules: Annotated[bool, Meta(description="load the bundled rules (EICAR)")] = True
     max_file_size: Annotated[ByteSize, Meta(description="larger targets are unscannable")] = ByteSize(4 << 30)
-    timeout: Annotated[int, Meta(ge=0, description="seconds per file; 0 = none")] = 60
+    timeout: Annotated[float, Meta(ge=0, description="seconds per file (rounded up); 0 = none")] = 60.0
     processes: Annotated[int, Meta(ge=0, description="worker processes; 0 = one per CPU")] = 0
     batch_size: Annotated[int, Meta(ge=1, le=4096, description="files per round trip")] = 64
     spool_dir: Annotated[str | None, Meta(description="where non-local bodies are spooled")] = None
@@ -162,7 +162,7 @@ class YaraEngine:
         if local is not None:
             return _outcome(await self._submit(local.path, local.follow_symlinks))
         async with source.open(target) as body:
-            if body.path is not None:
+            if body.path is not None:  # the target's own file
                 return _outcome(await self._submit(body.path, True))
             return await self._scan_spooled(body)
 
@@ -210,9 +210,18 @@ class YaraEngine:
             return _outcome(
                 ("err", "too_large", f"{size} bytes is over the limit of {self.max_size} bytes", size)
             )
-        async with stage(body, spool_dir=self._config.spool_dir, in_memory=0) as staged:
-            assert staged.path is not None
-            return _outcome(await self._submit(staged.path, False))
+        try:
+            # the limit also stops a body of no promised size (chunked HTTP) early
+            async with stage(
+                body, spool_dir=self._config.spool_dir, in_memory=0, limit=self.max_size
+            ) as staged:
+                assert staged.path is not None
+                # the spool file's mtime says nothing of the target's version
+                return _outcome(await self._submit(staged.path, False), own_file=False)
+        except TargetError as exc:
+            if exc.code != "too_large":
+                raise
+            return Outcome(Status.UNSCANNABLE, error=ErrorInfo(exc.message, exc.code))
 
     async def _submit(self, path: str, follow: bool) -> tuple[Any, ...]:
         (result,) = await self._call([path], [follow])
@@ -237,19 +246,23 @@ class YaraEngine:
 _UNSCANNABLE = frozenset({"too_large", "scan_timeout"})
 
 
-def _outcome(result: tuple[Any, ...]) -> Outcome:
+def _outcome(result: tuple[Any, ...], *, own_file: bool = True) -> Outcome:
+    """The outcome of a worker's result; with ``own_file`` (the path scanned was the target's own
+    file, not a spooled copy) it carries the mtime the worker saw, the content version scanned."""
     if result[0] == "err":
         _, code, message, size = result
         if code in _UNSCANNABLE:
             return Outcome(Status.UNSCANNABLE, error=ErrorInfo(message, code), size=size)
         raise TargetError(message, code=code)
-    _, size, digest, matches = result
+    _, size, digest, matches, mtime = result
+    if not own_file:
+        mtime = None
     if not matches:
-        return Outcome(Status.CLEAN, sha256=digest, size=size)
+        return Outcome(Status.CLEAN, sha256=digest, size=size, mtime=mtime)
     findings = []
     status = Status.SUSPICIOUS
     for identifier, _namespace, meta in matches:
         findings.append(Finding(name=str(meta.get("threat") or identifier), engine="yara"))
         if meta.get("verdict", "infected") != "suspicious":
             status = Status.INFECTED
-    return Outcome(status, findings=tuple(findings), sha256=digest, size=size)
+    return Outcome(status, findings=tuple(findings), sha256=digest, size=size, mtime=mtime)

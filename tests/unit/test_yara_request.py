@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import os
+from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -30,3 +33,43 @@ def test_a_frame_that_lies_about_its_count_is_refused() -> None:
     frame = encode_request(["/a", "/b"], [False, False])
     with pytest.raises(ValueError, match="malformed request frame"):
         decode_request(b"\x00\x00\x00\x03" + frame[4:])
+
+
+def test_a_result_carries_the_mtime_of_the_file_it_read(tmp_path: Path) -> None:
+    # the content version of what was scanned, for a state store whose walk did not stat the file
+    import yara_x
+
+    from scanner.engines import _yara_worker
+    from scanner.engines.yara import _outcome
+
+    rules = io.BytesIO()
+    yara_x.compile("rule never { condition: false }").serialize_into(rules)
+    _yara_worker.init(rules.getvalue(), 0.5, 1 << 20)  # a fraction of a second: 1 s for yara-x
+    f = tmp_path / "f.txt"
+    f.write_bytes(b"hello")
+    os.utime(f, (1.0, 1234567890.123456))
+    (result,) = orjson.loads(orjson.dumps(_yara_worker.scan_batch([(str(f), False)])))
+    outcome = _outcome(result)
+    assert (outcome.size, outcome.mtime) == (5, os.stat(f).st_mtime)  # exact, through JSON too
+    assert _outcome(result, own_file=False).mtime is None  # a spooled copy's mtime is no version
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("0.5", 0.5), ("2", 2.0), ("0", 0.0)])
+def test_the_timeout_takes_fractions_of_a_second(tmp_path: Path, text: str, seconds: float) -> None:
+    from scanner import config, engines
+    from scanner.engines.yara import Config
+
+    p = tmp_path / "scanner.toml"
+    p.write_text(f"[engines.yara]\ntimeout = {text}\n")
+    engines.validate_all(config.load(p))
+    assert config.validate_section(Config, {"timeout": float(text)}, "engines.yara").timeout == seconds
+
+
+def test_a_negative_timeout_is_refused(tmp_path: Path) -> None:
+    from scanner import config, engines
+    from scanner.errors import ConfigError
+
+    p = tmp_path / "scanner.toml"
+    p.write_text("[engines.yara]\ntimeout = -0.5\n")
+    with pytest.raises(ConfigError, match=r"engines\.yara\.timeout"):
+        engines.validate_all(config.load(p))
