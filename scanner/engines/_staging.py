@@ -65,12 +65,15 @@ def _write_all(fd: int, chunk: bytes) -> None:
 
 @asynccontextmanager
 async def stage(
-    body: Body, *, spool_dir: str | None = None, in_memory: int = 1 << 20
+    body: Body, *, spool_dir: str | None = None, in_memory: int = 1 << 20, limit: int | None = None
 ) -> AsyncIterator[Staged]:
     """Hash (and, for non-local bodies, spool) ``body``; the spool file is removed on exit.
     ``in_memory=0`` always spools, for engines that read the content by path.
 
-    Raises TargetError when the body cannot be read to the end or its size is not the promised one.
+    Raises TargetError when the body cannot be read to the end or its size is not the promised one,
+    and TargetError ``code="too_large"`` when a non-local body promises more than ``limit`` bytes
+    (before reading any) or delivers more (a chunked HTTP answer: at the chunk that passes it, so
+    no more than a chunk past the limit is read or spooled).
     Cancellation removes the spool file.
     """
     if body.path is not None:
@@ -79,6 +82,8 @@ async def stage(
             raise TargetError(f"file changed while read ({size} bytes, {body.size} expected)", code="changed")
         yield Staged(body.path, sha, size)
         return
+    if limit is not None and body.size is not None and body.size > limit:
+        raise TargetError(f"{body.size} bytes is over the limit of {limit} bytes", code="too_large")
     # Small bodies stay in memory (no thread hops, no disk); the first chunk that would take the
     # buffer past ``in_memory`` bytes starts a spool file that receives everything so far.
     hashing = Hashing(body.chunks(), body.size)
@@ -87,6 +92,10 @@ async def stage(
     spool: tuple[int, str] | None = None
     try:
         async for chunk in hashing:
+            if limit is not None and hashing.size > limit:
+                raise TargetError(
+                    f"over the limit of {limit} bytes (stopped after {hashing.size} bytes)", code="too_large"
+                )
             if spool is None and held + len(chunk) <= in_memory:
                 buffered.append(chunk)
                 held += len(chunk)
