@@ -81,11 +81,13 @@ def open_regular_fd(path: str, *, follow_symlinks: bool = False) -> tuple[int, o
 
 @dataclass(slots=True)
 class LocalBody:
-    """A local regular file, already open; ``path`` lets engines scan it by path."""
+    """A local regular file, already open; ``path`` lets engines scan it by path. ``size`` and
+    ``mtime`` are from the ``fstat`` of ``fd``: the content version of the file as opened."""
 
     fd: int
     path: str
     size: int
+    mtime: float | None = None
 
     async def chunks(self, chunk_size: int = CHUNK) -> AsyncIterator[bytes]:
         read = 0
@@ -112,6 +114,6 @@ def _read(fd: int, n: int) -> bytes:
 async def open_local(path: str, *, follow_symlinks: bool = False) -> AsyncIterator[LocalBody]:
     fd, st = await anyio.to_thread.run_sync(lambda: open_regular_fd(path, follow_symlinks=follow_symlinks))
     try:
-        yield LocalBody(fd, path, st.st_size)
+        yield LocalBody(fd, path, st.st_size, st.st_mtime)
     finally:
         os.close(fd)

@@ -31,6 +31,7 @@ __all__ = (
     "as_written",
     "encode_verdict",
     "error_info",
+    "raw_name",
     "utcnow",
 )
 
@@ -118,6 +119,10 @@ class Outcome(msgspec.Struct, gc=False):
     cached: bool = False
     #: requests or scan attempts it took, retries included
     attempts: int = 1
+    #: the mtime of the local file the engine read, from the ``fstat`` of the descriptor it read
+    #: (``size`` from the same call): the content version of what was scanned when the listing did
+    #: not stat the file. Never set for a spooled copy. Not written to the verdict line.
+    mtime: float | None = None
 
 
 class Verdict(msgspec.Struct, gc=False):
@@ -136,6 +141,8 @@ class Verdict(msgspec.Struct, gc=False):
     vendor: Mapping[str, Any] | None = None
     cached: bool = False
     extra: Mapping[str, Any] = msgspec.field(default_factory=dict)
+    #: :attr:`Outcome.mtime`, for the state store; not written to the verdict line
+    mtime: float | None = None
 
     @classmethod
     def of(
@@ -161,6 +168,7 @@ class Verdict(msgspec.Struct, gc=False):
             outcome.attempts,
             outcome.vendor,
             outcome.cached,
+            mtime=outcome.mtime,
         )
 
 
@@ -195,6 +203,24 @@ def as_written(text: str) -> str:
     except UnicodeEncodeError:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return text
+
+
+def raw_name(text: str) -> bytes | None:
+    """The raw bytes of a name that holds undecodable bytes (lone surrogates from ``os.fsdecode``),
+    or None for a name that is valid Unicode text (most names; ASCII ones are answered at once).
+
+    :func:`as_written` spells such a name ambiguously (``a\\xff`` is also the spelling of a name that
+    holds a backslash, ``x``, ``f``, ``f``); these bytes are not ambiguous."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a surrogate no decoder made: keep it, unambiguous all the same
+            return text.encode("utf-8", "surrogatepass")
+    return None
 
 
 def _clean(value: Any) -> Any:
@@ -279,7 +305,13 @@ def encode_verdict(v: Verdict) -> bytes:
     except orjson.JSONEncodeError:
         # Almost always a file name with undecodable bytes (a lone surrogate); rare enough that
         # checking every string of every line up front would cost more than this second try.
-        return orjson.dumps(_clean(d), option=_OPTIONS)
+        # Such a name is spelt ambiguously in ``target``; ``path_bytes`` (only on these lines)
+        # gives its raw bytes, which the state store keys it by.
+        raw = raw_name(v.target.target)
+        d = _clean(d)
+        if raw is not None:
+            d["path_bytes"] = raw.hex()
+        return orjson.dumps(d, option=_OPTIONS)
 
 
 _OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_UTC_Z

@@ -7,7 +7,8 @@ store once and
 * with ``skip_unchanged``, drops a target whose content version matches a verdict younger than
   ``rescan_after`` (never one that ended in error or was skipped, and not an infected one when
   ``rescan_infected``); with ``emit_skipped`` it writes a ``skipped`` line (``error.code =
-  "unchanged"``) instead of dropping it;
+  "unchanged"``) instead of dropping it; recording that line leaves the stored verdict, version
+  and time as they were (:data:`~scanner.state.UNCHANGED_CODE`), so the next run skips it again;
 * lets everything else through to the engine.
 
 :class:`Committer` is the writer's ``on_written`` hook. It buffers the targets of every batch that
@@ -30,7 +31,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .model import ErrorInfo, Outcome, Status, Target, Verdict
-from .state import DONE, SCAN, Run, Snapshot, StateStore
+from .state import DONE, SCAN, UNCHANGED_CODE, Run, Snapshot, StateStore
 
 __all__ = ("Admission", "Committer", "Policy")
 
@@ -83,7 +84,9 @@ class Admission:
                 self.carried[row.status] += 1
             elif row is not None:  # unchanged, with --emit-skipped
                 since = datetime.fromtimestamp(row.scanned_at, UTC).isoformat(timespec="seconds")
-                info = ErrorInfo(f"unchanged since it was found {row.status.value} at {since}", "unchanged")
+                info = ErrorInfo(
+                    f"unchanged since it was found {row.status.value} at {since}", UNCHANGED_CODE
+                )
                 kept.append((t, Outcome(Status.SKIPPED, error=info, sha256=row.sha256)))
             else:
                 dropped["unchanged"] += 1

@@ -20,7 +20,8 @@ Tables:
 
 * ``runs``: one row per output file: the run writing it, whether it finished, the committed offset;
 * ``targets``: per (engine, identity): content version, sha256, verdict, time, and the run that wrote
-  its line;
+  its line (``RUN:unchanged`` when that line was only a ``skipped`` / ``unchanged`` one: the row
+  keeps the verdict, version and time it had, and the run knows it wrote the line);
 * ``content``: per (engine, sha256): the verdict for that content, for the content cache;
 * ``pending``: per (engine, identity): the vendor reference (data_id, scan_id, ...) of a submission
   still in flight, so a resumed run polls it instead of submitting again.
@@ -40,9 +41,21 @@ import anyio
 import orjson
 
 from .errors import ConfigError
-from .model import Finding, Kind, Outcome, Status, Target, Verdict, as_written
+from .model import Finding, Kind, Outcome, Status, Target, Verdict, raw_name
 
-__all__ = ("DONE", "SCAN", "UNCHANGED", "Row", "Run", "Snapshot", "StateStore", "content_version", "identity")
+__all__ = (
+    "DONE",
+    "SCAN",
+    "UNCHANGED",
+    "UNCHANGED_CODE",
+    "Row",
+    "Run",
+    "Snapshot",
+    "StateStore",
+    "content_version",
+    "file_version",
+    "identity",
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -65,6 +78,12 @@ CREATE TABLE IF NOT EXISTS pending (
 ) WITHOUT ROWID;
 """
 _SCHEMA_VERSION = "1"
+# Keys of names with undecodable bytes were once their ``\xNN`` spelling, which a name holding a
+# literal backslash-x shares. Opening a store keyed that way drops those rows once (their files are
+# rescanned once), so a stale row can never stand for the other name. Same schema: rows are only
+# ever dropped, and a store without the mark is simply one that has not been through this yet.
+_KEYS_VERSION = "2"
+_OLD_KEYS = r"*\x[0-9a-f][0-9a-f]*"  # a GLOB pattern: backslash is no escape there
 _ANY_PENDING = "SELECT EXISTS (SELECT 1 FROM pending)"
 # One statement per (engine, status, sha256 length, has a version, run) in a commit, usually one or
 # two. ``value`` is the content version, the sha256, or both run together and cut apart at the
@@ -87,6 +106,11 @@ _UPSERT_CONTENT = (
     "INSERT OR REPLACE INTO content (engine, sha256, status, findings, scanned_at)"
     " SELECT ?1, key, ?2, value, ?3 FROM json_each(?4)"
 )
+# A ``skipped`` line for an unchanged target leaves its row as it was but for the run, so the row
+# still says what the content was found to be and when, and a resumed run knows the line is written.
+_MARK_UNCHANGED = (
+    "UPDATE targets SET run_id = ?3 WHERE engine = ?1 AND identity IN (SELECT value FROM json_each(?2))"
+)
 _DONE_PENDING = "DELETE FROM pending WHERE engine = ?1 AND identity IN (SELECT key FROM json_each(?2))"
 _LOOKUP = (
     "SELECT t.identity, t.version, t.sha256, t.status, t.scanned_at, t.run_id"
@@ -95,12 +119,15 @@ _LOOKUP = (
 # Admission's decision per listed target, made where the rows are: ``j`` is the batch as
 # {identity: content version}. The LEFT JOIN keeps the batch as the outer loop, one primary-key
 # probe per target. Fates: 0 scan it, 1 this run already wrote its line, 2 unchanged; rows of fate 2
-# come back only when asked (``?7`` = 3), so a rerun over an unchanged tree fetches nothing.
+# come back only when asked (``?7`` = 3), so a rerun over an unchanged tree fetches nothing. A row
+# whose ``skipped`` / ``unchanged`` line this run wrote (``?8``) is done too, and says ``skipped``:
+# what the line said, which is what counts for the run's exit status.
 _TRIAGE = """
 SELECT key, fate, version, sha256, status, scanned_at, run_id FROM (
-    SELECT j.key AS key, t.version, t.sha256, t.status, t.scanned_at, t.run_id, CASE
+    SELECT j.key AS key, t.version, t.sha256, t.scanned_at, t.run_id,
+        CASE WHEN t.run_id = ?8 THEN 'skipped' ELSE t.status END AS status, CASE
         WHEN t.identity IS NULL THEN 0
-        WHEN t.run_id = ?2 THEN 1
+        WHEN t.run_id = ?2 OR t.run_id = ?8 THEN 1
         WHEN ?3 AND t.version = j.value AND t.status NOT IN ('error', 'skipped') AND t.scanned_at > ?4
             AND NOT (?5 AND t.status IN ('infected', 'suspicious', 'vulnerable')) THEN 2
         ELSE 0 END AS fate
@@ -108,8 +135,15 @@ SELECT key, fate, version, sha256, status, scanned_at, run_id FROM (
 ) WHERE fate < ?7
 """
 _PREFIX = {kind: f"{kind.value}:" for kind in Kind}
+#: the key prefix of a name with undecodable bytes, keyed by their hex: never a ``kind:`` prefix
+_RAW_PREFIX = {kind: f"{kind.value}-bytes:" for kind in Kind}
+#: ``error.code`` of the ``skipped`` line :class:`~scanner.resume.Admission` writes for an unchanged
+#: target (with ``--emit-skipped``): recording it must not replace the verdict it stands for
+UNCHANGED_CODE = "unchanged"
 #: what :meth:`StateStore.triage` says of a listed target
 SCAN, DONE, UNCHANGED = 0, 1, 2
+#: appended to the run id of a row whose line was a ``skipped`` / ``unchanged`` one
+_UNCHANGED_RUN = ":unchanged"
 #: verdicts whose content cache entries are worth keeping (a failure says nothing about content)
 _CACHEABLE = frozenset({Status.CLEAN, Status.INFECTED, Status.SUSPICIOUS, Status.UNSCANNABLE})
 
@@ -117,26 +151,33 @@ _CACHEABLE = frozenset({Status.CLEAN, Status.INFECTED, Status.SUSPICIOUS, Status
 def identity(target: Target) -> str:
     """The stable key of a target across runs: kind, name and, for object versions, the version.
 
-    A name with undecodable bytes (a lone surrogate from ``os.fsdecode``) is spelt as its verdict
-    line spells it, ``\\xNN``, so the key is valid UTF-8 and matches what :meth:`StateStore.reconcile`
-    reads back from the line."""
+    A name with undecodable bytes (a lone surrogate from ``os.fsdecode``) is keyed by the hex of its
+    raw bytes under its own prefix (``file-bytes:...``): its line's ``\\xNN`` spelling is shared with a
+    name that holds a literal backslash-x, and the two must never share a row. Its verdict line
+    carries the same bytes as ``path_bytes``, which :meth:`StateStore.reconcile` reads back."""
     name = target.target
-    if not name.isascii():
-        name = as_written(name)
-    base = f"{target.kind.value}:{name}"
+    raw = raw_name(name)
+    base = f"{target.kind.value}:{name}" if raw is None else f"{_RAW_PREFIX[target.kind]}{raw.hex()}"
     return f"{base}#{target.version_id}" if target.version_id and target.kind is Kind.S3 else base
 
 
 def content_version(target: Target) -> str | None:
     """What tells that a target's content changed without reading it; None when the listing gave
-    nothing usable (the target is then always rescanned)."""
+    nothing usable (the target is then always rescanned, unless the engine saw its file's version:
+    :attr:`Verdict.mtime <scanner.model.Verdict.mtime>`)."""
     if target.version_id:
         return f"v:{target.version_id}"
     if target.etag:
         return f"e:{target.etag}:{target.size}"
     if target.size is not None and target.mtime is not None:
-        return f"m:{target.size}:{target.mtime!r}"
+        return file_version(target.size, target.mtime)
     return None
+
+
+def file_version(size: int, mtime: float) -> str:
+    """A local file's content version: the same string whether the walk stat()ed the file or the
+    engine fstat()ed the descriptor it read, so either run recognises the other's rows."""
+    return f"m:{size}:{mtime!r}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +243,12 @@ class StateStore:
                 db.execute("INSERT INTO meta VALUES ('schema', ?)", (_SCHEMA_VERSION,))
             elif row[0] != _SCHEMA_VERSION:
                 raise ConfigError(f"state store {path}: schema {row[0]} is not {_SCHEMA_VERSION}")
+            if db.execute("SELECT value FROM meta WHERE key = 'keys'").fetchone() is None:
+                db.execute("BEGIN")
+                db.execute("DELETE FROM targets WHERE identity GLOB ?", (_OLD_KEYS,))
+                db.execute("DELETE FROM pending WHERE identity GLOB ?", (_OLD_KEYS,))
+                db.execute("INSERT INTO meta VALUES ('keys', ?)", (_KEYS_VERSION,))
+                db.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             raise ConfigError(f"state store {path}: {exc}") from None
         except OSError as exc:
@@ -273,7 +320,8 @@ class StateStore:
         rows: bool = False,
     ) -> list[tuple[int, Row | None]]:
         """What each target needs, in order: ``(SCAN, row or None)``; ``(DONE, row)`` when run
-        ``run_id`` already wrote its line; with ``skip_unchanged``, ``(UNCHANGED, row)`` when its
+        ``run_id`` already wrote its line (the row's status is what that line said: ``skipped`` for
+        an unchanged target's ``skipped`` line); with ``skip_unchanged``, ``(UNCHANGED, row)`` when its
         stored verdict is final (not error or skipped; not a finding with ``rescan_findings``), was
         recorded after ``since`` and has the target's content version. The row of an unchanged
         target is given only with ``rows``, else None. A target carrying an error is always SCAN."""
@@ -301,7 +349,8 @@ class StateStore:
             return [(SCAN, None)] * len(targets)
         found: dict[str | None, tuple[int, Row | None]] = {}
         batch = orjson.dumps(versions).decode()
-        params = (engine, run_id, skip_unchanged, since, rescan_findings, batch, 3 if rows else 2)
+        marked = None if run_id is None else run_id + _UNCHANGED_RUN
+        params = (engine, run_id, skip_unchanged, since, rescan_findings, batch, 3 if rows else 2, marked)
         for key, fate, version, sha, status, at, run in self._db.execute(_TRIAGE, params):
             found[key] = (fate, None if status is None else Row(version, sha, Status(status), at, run))
         # absent from the answer: unchanged (asked without rows), or a target carrying an error
@@ -375,14 +424,21 @@ class StateStore:
         rows: dict[tuple[str, Status, int, bool, str], dict[str, str | None]] = {}
         content: dict[tuple[str, Status], dict[str, list[dict[str, str]]]] = {}
         into: dict[str, str | None] = {}
+        unchanged: dict[tuple[str, str], list[str]] = {}
         last = None
+        skipped = Status.SKIPPED
         for verdicts, run, cache in snap.verdicts:
             for v in verdicts:
                 t = v.target
                 # identity() and content_version() inlined for the common case: half this loop's cost
                 name = t.target
                 key = _PREFIX[t.kind] + name if name.isascii() and not t.version_id else identity(t)
+                if v.status is skipped and v.error is not None and v.error.code == UNCHANGED_CODE:
+                    unchanged.setdefault((v.engine, run + _UNCHANGED_RUN), []).append(key)
+                    continue
                 version = content_version(t) if t.size is not None or t.etag or t.version_id else None
+                if version is None and v.mtime is not None and v.size is not None:
+                    version = file_version(v.size, v.mtime)  # the file the engine read, not stat()ed
                 sha = v.sha256
                 group = (v.engine, v.status, len(sha) if sha else 0, version is not None, run)
                 if group != last:
@@ -405,6 +461,8 @@ class StateStore:
                     db.execute(_UPSERT_SHA if sha_len else _UPSERT, params)
                 if any_pending:
                     db.execute(_DONE_PENDING, (engine, values))
+            for (engine, marked), keys in unchanged.items():
+                db.execute(_MARK_UNCHANGED, (engine, orjson.dumps(keys).decode(), marked))
             for (engine, status), findings in content.items():
                 db.execute(_UPSERT_CONTENT, (engine, status.value, snap.at, orjson.dumps(findings).decode()))
             if any_pending:
@@ -427,6 +485,7 @@ class StateStore:
 
     def _reconcile(self, output: str, offset: int, run_id: str) -> int:
         rows = []
+        unchanged: dict[str, list[str]] = {}
         now = time.time()
         with open(output, "rb") as f:
             f.seek(offset)
@@ -435,12 +494,22 @@ class StateStore:
                     break  # a torn tail; the sink cuts it off when it opens for append
                 try:
                     obj = orjson.loads(line)
+                    raw = obj.get("path_bytes")
+                    name = (
+                        obj["target"]
+                        if raw is None
+                        else bytes.fromhex(raw).decode("utf-8", "surrogateescape")
+                    )
                     target = Target(
                         Kind(obj["kind"]),
-                        obj["target"],
+                        name,
                         version_id=obj.get("version_id"),
                         etag=obj.get("etag"),
                     )
+                    error = obj["error"]
+                    if obj["verdict"] == Status.SKIPPED and error and error.get("code") == UNCHANGED_CODE:
+                        unchanged.setdefault(obj["engine"], []).append(identity(target))
+                        continue
                     rows.append(
                         (
                             obj["engine"],
@@ -452,13 +521,17 @@ class StateStore:
                             run_id,
                         )
                     )
-                except (orjson.JSONDecodeError, KeyError, ValueError, TypeError):
+                except (orjson.JSONDecodeError, KeyError, ValueError, TypeError, AttributeError):
                     continue
-        if rows:
+        if rows or unchanged:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT OR REPLACE INTO targets VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            for engine, keys in unchanged.items():
+                self._db.execute(
+                    _MARK_UNCHANGED, (engine, orjson.dumps(keys).decode(), run_id + _UNCHANGED_RUN)
+                )
             self._db.execute("COMMIT")
-        return len(rows)
+        return len(rows) + sum(map(len, unchanged.values()))
 
 
 def _finding(f: Finding) -> dict[str, str]:

@@ -44,6 +44,7 @@ from urllib.parse import quote
 from msgspec import Meta as M
 from msgspec import structs
 
+from .._content import LocalBody
 from .._http import Body as RequestBody
 from .._http import RetryPolicy, Timeouts, VendorClient
 from ..config import EngineConfig, HttpUrl, Secret
@@ -201,6 +202,9 @@ class MetaDefenderEngine:
         try:
             async with AsyncExitStack() as stack:
                 body = await stack.enter_async_context(source.open(target))
+                # the version of a local file as opened, for the state store (a twin's shared
+                # outcome must carry this file's, so it is added here, not in _resolve)
+                opened = (body.size, body.mtime) if isinstance(body, LocalBody) else None
                 staged = await stack.enter_async_context(stage(body, spool_dir=self.config.spool_dir))
                 if self._flights.running(staged.sha256):
                     member.leave()
@@ -213,6 +217,8 @@ class MetaDefenderEngine:
             vendor = dict(outcome.vendor or {})
             vendor["deduplicated"] = True
             outcome = structs.replace(outcome, vendor=vendor)
+        if opened is not None and outcome.size == opened[0]:
+            outcome = structs.replace(outcome, mtime=opened[1])
         return outcome
 
     async def _resolve(

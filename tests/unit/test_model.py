@@ -56,6 +56,24 @@ def test_newlines_and_undecodable_bytes_in_names_stay_one_valid_line() -> None:
     assert orjson.loads(line)["target"] == '/tmp/a\nb"c\\xff'
 
 
+def test_only_a_name_with_undecodable_bytes_carries_them_raw_as_path_bytes() -> None:
+    # "a\xff" spells both a name with byte 0xff and one with a backslash, x, f, f: path_bytes tells
+    bad = encode_verdict(Verdict.of(Target(Kind.FILE, "/d/a\udcff"), "yara", Outcome(Status.CLEAN)))
+    literal = encode_verdict(Verdict.of(Target(Kind.FILE, "/d/a\\xff"), "yara", Outcome(Status.CLEAN)))
+    assert orjson.loads(bad)["target"] == orjson.loads(literal)["target"] == "/d/a\\xff"
+    assert orjson.loads(bad)["path_bytes"] == b"/d/a\xff".hex()
+    assert "path_bytes" not in orjson.loads(literal)
+    # a surrogate elsewhere in the line (an error message) is no reason for path_bytes
+    odd = Verdict.of(Target(Kind.FILE, "/d/é"), "yara", Outcome(Status.ERROR, error=ErrorInfo("x\udcff")))
+    assert "path_bytes" not in orjson.loads(encode_verdict(odd))
+
+
+def test_the_mtime_an_engine_saw_reaches_the_verdict_but_not_its_line() -> None:
+    v = Verdict.of(Target(Kind.FILE, "/x"), "yara", Outcome(Status.CLEAN, size=3, mtime=1.5))
+    assert (v.size, v.mtime) == (3, 1.5)
+    assert "mtime" not in orjson.loads(encode_verdict(v))
+
+
 def test_error_info_keeps_code_and_quota_reset() -> None:
     reset = datetime(2026, 11, 23, tzinfo=UTC)
     info = error_info(QuotaExhausted("quota spent", reset_at=reset))

@@ -113,20 +113,130 @@ async def test_content_cache_and_pending_references(tmp_path: Path) -> None:
     await store.aclose()
 
 
-async def test_an_undecodable_file_name_is_keyed_as_its_line_spells_it(tmp_path: Path) -> None:
-    # os.fsdecode(b"/d/a\xff") has a lone surrogate, which neither SQLite nor JSON can carry
-    t = Target(Kind.FILE, "/d/a\udcff", size=1, mtime=1.0)
-    assert identity(t) == "file:/d/a\\xff"
+async def test_an_undecodable_file_name_has_a_key_of_its_own(tmp_path: Path) -> None:
+    # os.fsdecode(b"/d/a\xff") has a lone surrogate; its line spells it "/d/a\\xff", as it does a
+    # name holding a literal backslash-x-f-f. Sharing one row let either stand for the other.
+    bad = Target(Kind.FILE, "/d/a\udcff", size=1, mtime=1.0)
+    literal = Target(Kind.FILE, "/d/a\\xff", size=1, mtime=1.0)
+    assert identity(bad) == "file-bytes:" + b"/d/a\xff".hex()
+    assert identity(literal) == "file:/d/a\\xff"
     store = await StateStore.open(str(tmp_path / "s.db"))
     out = tmp_path / "out.ndjson"
-    out.write_bytes(encode_verdict(verdict(t)))
+    out.write_bytes(encode_verdict(verdict(bad, Status.INFECTED)) + encode_verdict(verdict(literal)))
     run = await store.begin_run(str(out), "yara")
-    store.record([verdict(t)], run.run_id)
+    store.record([verdict(bad, Status.INFECTED), verdict(literal)], run.run_id)
     await store.commit()
-    assert list(await store.lookup("yara", [t])) == ["file:/d/a\\xff"]
-    # what a resumed run reads back from the line is the same key
-    assert await store.reconcile(str(out), 0, run.run_id) == 1
-    assert len(await store.lookup("yara", [t])) == 1
+    rows = await store.lookup("yara", [bad, literal])
+    assert {k: r.status for k, r in rows.items()} == {
+        identity(bad): Status.INFECTED,
+        identity(literal): Status.CLEAN,
+    }
+    # what a resumed run reads back from the lines are the same two keys
+    other = await StateStore.open(str(tmp_path / "t.db"))
+    assert await other.reconcile(str(out), 0, run.run_id) == 2
+    rows = await other.lookup("yara", [bad, literal])
+    assert {k: r.status for k, r in rows.items()} == {
+        identity(bad): Status.INFECTED,
+        identity(literal): Status.CLEAN,
+    }
+    await store.aclose()
+    await other.aclose()
+
+
+async def test_rows_keyed_by_the_old_ambiguous_spelling_are_dropped_once(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = str(tmp_path / "s.db")
+    store = await StateStore.open(path)
+    run = await store.begin_run(None, "yara")
+    plain = Target(Kind.FILE, "/d/plain", size=1, mtime=1.0)
+    store.record([verdict(plain)], run.run_id)
+    await store.commit()
+    await store.aclose()
+    with sqlite3.connect(path) as db:  # as a store written before keys by raw bytes
+        db.execute(
+            "INSERT INTO targets VALUES ('yara', 'file:/d/a\\xff', 'm:1:1.0', NULL, 'clean', 1e12, 'r')"
+        )
+        db.execute("DELETE FROM meta WHERE key = 'keys'")
+    store = await StateStore.open(path)
+    literal = Target(Kind.FILE, "/d/a\\xff", size=1, mtime=1.0)
+    assert list(await store.lookup("yara", [plain, literal])) == ["file:/d/plain"]
+    await store.aclose()
+    with sqlite3.connect(path) as db:  # once: a row of that spelling written now stays
+        db.execute(
+            "INSERT INTO targets VALUES ('yara', 'file:/d/a\\xff', 'm:1:1.0', NULL, 'clean', 1e12, 'r')"
+        )
+    store = await StateStore.open(path)
+    assert len(await store.lookup("yara", [literal])) == 1
+    await store.aclose()
+
+
+async def test_an_unchanged_skipped_line_leaves_the_row_as_it_was(tmp_path: Path) -> None:
+    # --emit-skipped used to record "skipped" over the verdict: the next --skip-unchanged run then
+    # rescanned everything (a skipped row is always retried)
+    store = await StateStore.open(str(tmp_path / "s.db"))
+    first = await store.begin_run(None, "yara")
+    bad = Target(Kind.FILE, "/bad", size=1, mtime=1.0)
+    good = Target(Kind.FILE, "/good", size=1, mtime=1.0)
+    store.record([verdict(bad, Status.INFECTED, sha="ab" * 32), verdict(good)], first.run_id)
+    await store.commit()
+    before = await store.lookup("yara", [bad, good])
+    out = tmp_path / "out.ndjson"
+    out.write_bytes(b"")
+    second = await store.begin_run(str(out), "yara")
+    policy = Policy(skip_unchanged=True, emit_skipped=True)
+    kept, _ = await Admission(store, "yara", second, policy)([bad, good])
+    lines = [Verdict.of(t, "yara", o) for t, o in kept if o is not None]
+    assert [v.status for v in lines] == [Status.SKIPPED] * 2
+    store.record(lines[:1], second.run_id)
+    await store.commit()
+    # the second line is past the last commit when the run is killed: reconcile reads it back
+    out.write_bytes(b"".join(map(encode_verdict, lines)))
+    assert await store.reconcile(str(out), len(encode_verdict(lines[0])), second.run_id) == 1
+    after = await store.lookup("yara", [bad, good])
+    for key, row in after.items():
+        was = before[key]
+        assert (row.status, row.version, row.sha256, row.scanned_at) == (
+            was.status,
+            was.version,
+            was.sha256,
+            was.scanned_at,
+        )
+    fates = await store.triage("yara", [bad, good], skip_unchanged=True)
+    assert [f for f, _ in fates] == [UNCHANGED, UNCHANGED]  # the next nightly run skips them again
+    # the run that wrote the skipped lines, resumed, knows they are written, and that they said skipped
+    resumed = await store.begin_run(str(out), "yara")
+    assert resumed.resumed
+    admission = Admission(store, "yara", resumed, policy)
+    kept, dropped = await admission([bad, good])
+    assert kept == [] and dropped == {"already done": 2}
+    assert admission.carried == {Status.SKIPPED: 2}
+    await store.aclose()
+
+
+async def test_a_file_the_engine_read_is_recorded_at_the_version_it_read(tmp_path: Path) -> None:
+    # without --skip-unchanged the walk does not stat: the version is the engine's fstat of the file
+    store = await StateStore.open(str(tmp_path / "s.db"))
+    run = await store.begin_run(None, "yara")
+    unstatted = Target(Kind.FILE, "/u")
+    statted = Target(Kind.FILE, "/s", size=7, mtime=2.25)
+    store.record(
+        [
+            Verdict.of(unstatted, "yara", Outcome(Status.CLEAN, sha256="ab" * 32, size=5, mtime=1234.5678)),
+            Verdict.of(statted, "yara", Outcome(Status.CLEAN, size=7, mtime=9.0)),
+            Verdict.of(Target(Kind.FILE, "/n"), "yara", Outcome(Status.CLEAN, size=5)),
+        ],
+        run.run_id,
+    )
+    await store.commit()
+    rows = await store.lookup("yara", [unstatted, statted, Target(Kind.FILE, "/n")])
+    # the very string a statting walk gives the same file, so a --skip-unchanged run matches it
+    assert rows["file:/u"].version == content_version(Target(Kind.FILE, "/u", size=5, mtime=1234.5678))
+    assert rows["file:/u"].sha256 == "ab" * 32
+    assert rows["file:/s"].version == "m:7:2.25"  # the listing's own version, when it has one
+    assert rows["file:/n"].version is None
+    walked = Target(Kind.FILE, "/u", size=5, mtime=1234.5678)
+    assert [f for f, _ in await store.triage("yara", [walked], skip_unchanged=True)] == [UNCHANGED]
     await store.aclose()
 
 

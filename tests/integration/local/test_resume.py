@@ -157,3 +157,100 @@ def test_a_resumed_run_exits_for_the_whole_report_not_only_its_own_part(tmp_path
     assert resumed.returncode == 1, resumed.stderr
     assert b"31 already done" in resumed.stderr
     assert len(lines_of(out)) == 31  # nothing written twice
+
+
+def stored(state: Path) -> dict[str, tuple[str, str | None, float]]:
+    with sqlite3.connect(state) as db:
+        return {
+            k: (s, v, at)
+            for k, s, v, at in db.execute("SELECT identity, status, version, scanned_at FROM targets")
+        }
+
+
+def test_emit_skipped_leaves_the_stored_verdicts_so_nightly_runs_keep_skipping(tmp_path: Path) -> None:
+    # It used to record "skipped" over each verdict: every other nightly run rescanned everything.
+    tree = tmp_path / "t"
+    make_tree(tree, 30)
+    state, out = tmp_path / "s.db", tmp_path / "out.ndjson"
+    args = ["scan", str(tree), "--state", str(state), "--output", str(out), "--skip-unchanged"]
+    assert run_scanner(args).returncode == 1
+    before = stored(state)
+    assert {s for s, _, _ in before.values()} == {"clean", "infected"}
+    for _ in range(2):
+        proc = run_scanner([*args, "--emit-skipped"])
+        assert proc.returncode == 0, proc.stderr
+        assert {x["verdict"] for x in lines_of(out)} == {"skipped"} and len(lines_of(out)) == 31
+        assert stored(state) == before
+    quiet = run_scanner(args)
+    assert quiet.returncode == 0, quiet.stderr
+    assert lines_of(out) == [] and b"31 unchanged" in quiet.stderr
+
+
+def test_a_resumed_emit_skipped_run_writes_no_line_twice_and_keeps_the_verdicts(tmp_path: Path) -> None:
+    tree = tmp_path / "t"
+    make_tree(tree, 30)
+    state, out = tmp_path / "s.db", tmp_path / "out.ndjson"
+    args = ["scan", str(tree), "--state", str(state), "--output", str(out), "--skip-unchanged"]
+    assert run_scanner(args).returncode == 1
+    before = stored(state)
+    emit = [*args, "--emit-skipped"]
+    assert run_scanner(emit).returncode == 0
+    # killed after its last line but before it marked the run finished; and again with the last
+    # five lines past its last commit, as a kill between the write and the commit leaves them
+    with sqlite3.connect(state) as db:
+        assert db.execute("UPDATE runs SET finished = 0").rowcount == 1
+        cut = len(b"".join(out.read_bytes().splitlines(keepends=True)[:-5]))
+        db.execute("UPDATE runs SET committed_offset = ?", (cut,))
+    resumed = run_scanner(emit)
+    assert resumed.returncode == 0, resumed.stderr  # the report holds skipped lines only
+    assert b"31 already done" in resumed.stderr
+    assert len(lines_of(out)) == 31 and {x["verdict"] for x in lines_of(out)} == {"skipped"}
+    assert stored(state) == before
+    quiet = run_scanner(args)
+    assert lines_of(out) == [] and b"31 unchanged" in quiet.stderr
+
+
+def test_a_run_with_state_alone_records_versions_a_skip_unchanged_run_matches(tmp_path: Path) -> None:
+    # The walk stats nothing without --skip-unchanged; the version is the one the engine read.
+    tree = tmp_path / "t"
+    make_tree(tree, 50)
+    state, out = tmp_path / "s.db", tmp_path / "out.ndjson"
+    base = ["scan", str(tree), "--state", str(state), "--output", str(out)]
+    assert run_scanner(base).returncode == 1
+    assert all(v is not None and v.startswith("m:") for _, v, _ in stored(state).values())
+    second = run_scanner([*base, "--skip-unchanged"])
+    assert second.returncode == 0, second.stderr
+    assert lines_of(out) == [] and b"51 unchanged" in second.stderr
+    touched = tree / "d4" / "f4.txt"
+    touched.write_bytes(b"other")
+    os.utime(touched, (time.time() + 5, time.time() + 5))
+    third = run_scanner([*base, "--skip-unchanged"])
+    assert third.returncode == 0, third.stderr
+    assert [x["target"] for x in lines_of(out)] == [str(touched)]
+
+
+def test_an_undecodable_name_and_its_backslash_spelling_never_share_a_verdict(tmp_path: Path) -> None:
+    # Both names' lines say ".../a\\xff"; they used to share one state row, so EICAR written under
+    # the literal name with the other file's size and mtime was skipped as unchanged, never scanned.
+    tree = tmp_path / "t"
+    tree.mkdir()
+    raw = os.fsencode(tree) + b"/a\xff"
+    literal = tree / "a\\xff"
+    with open(raw, "wb") as f:
+        f.write(b"x" * len(eicar()))
+    state, out = tmp_path / "s.db", tmp_path / "out.ndjson"
+    args = ["scan", str(tree), "--state", str(state), "--output", str(out), "--skip-unchanged"]
+    first = run_scanner(args)
+    assert first.returncode == 0, first.stderr
+    assert [(x["target"], x["path_bytes"]) for x in lines_of(out)] == [(str(literal), raw.hex())]
+    st = os.stat(raw)
+    literal.write_bytes(eicar())
+    os.utime(literal, ns=(st.st_atime_ns, st.st_mtime_ns))
+    second = run_scanner(args)
+    assert second.returncode == 1, second.stderr
+    got = lines_of(out)
+    assert [(x["target"], x["verdict"], "path_bytes" in x) for x in got] == [
+        (str(literal), "infected", False)
+    ]
+    third = run_scanner(args)
+    assert third.returncode == 0 and lines_of(out) == [] and b"2 unchanged" in third.stderr
