@@ -1,11 +1,12 @@
 """Targets read from lists: ``urls:FILE`` (one URL a line), ``sites:FILE`` (one host a line) and ``-``
 (NDJSON on stdin, each object with the ``kind`` and ``target`` fields of a verdict line).
 
-Lines are read lazily in a worker thread, as many as have arrived per hop, so a list of a billion
-lines costs no more memory than one of ten, and targets piped in slowly are scanned as they come.
-Blank lines and ``#`` comments are ignored. A malformed line in a URL or site list becomes an
-``error`` line for that entry; a malformed NDJSON line on stdin is a usage error
-(:class:`~scanner.errors.SourceError`) naming the line, because there is no target to attach it to.
+Lines are read and parsed lazily in a worker thread, as many as have arrived per hop, so a list of a
+billion lines costs no more memory than one of ten, and targets piped in slowly are scanned as they
+come. Blank lines and ``#`` comments are ignored. A malformed line, in a list or on stdin, becomes an
+``error`` line (``error.code = "bad_target"``) and the stream goes on; a stdin line with no usable
+``target`` is named ``stdin:LINE``. A relative path on stdin is resolved against the working
+directory; a path that does not exist is an error line ``not_found``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
+import msgspec
 import orjson
 
 from ..errors import SourceError, TargetError
@@ -53,20 +55,23 @@ def parse_site(line: str) -> Target:
 
 
 def parse_ndjson_target(line: str, where: str) -> Target:
-    """One stdin line -> Target; raises SourceError naming ``where`` when the line is not usable."""
+    """One stdin line -> Target. A line that is not usable gives a target carrying a ``bad_target``
+    error: its own ``target`` string when it has one, else ``where`` (``stdin:LINE``)."""
     try:
         obj: Any = orjson.loads(line)
     except orjson.JSONDecodeError:
-        raise SourceError(f"{where}: not valid JSON") from None
+        return _bad_line(where, where, f"not valid JSON: {_excerpt(line)}")
     if not isinstance(obj, dict):
-        raise SourceError(f"{where}: expected a JSON object with 'kind' and 'target'")
+        return _bad_line(where, where, f"expected a JSON object with 'kind' and 'target': {_excerpt(line)}")
     kind, target = obj.get("kind"), obj.get("target")
     if not isinstance(target, str) or not target:
-        raise SourceError(f"{where}: 'target' must be a non-empty string")
+        return _bad_line(where, where, f"'target' must be a non-empty string: {_excerpt(line)}")
     try:
-        k = Kind(str(kind))
+        k = Kind(kind) if isinstance(kind, str) else None
     except ValueError:
-        raise SourceError(f"{where}: 'kind' must be one of file, s3, url, site") from None
+        k = None
+    if k is None:
+        return _bad_line(target, where, "'kind' must be one of file, s3, url, site")
     if k is Kind.FILE:
         return Target(Kind.FILE, os.path.abspath(target))
     if k is Kind.URL:
@@ -74,9 +79,27 @@ def parse_ndjson_target(line: str, where: str) -> Target:
     if k is Kind.SITE:
         return parse_site(target)
     if not target.startswith("s3://") or "/" not in target[5:]:
-        raise SourceError(f"{where}: an s3 target must look like s3://bucket/key")
+        return _bad_line(target, where, "an s3 target must look like s3://bucket/key", Kind.S3)
     bucket, _, key = target[5:].partition("/")
     return Target(Kind.S3, target, bucket=bucket, key=key, version_id=_str_or_none(obj.get("version_id")))
+
+
+def _bad_line(target: str, where: str, message: str, kind: Kind | None = None) -> Target:
+    if kind is None:
+        # a verdict line needs a kind: the one the target's form suggests, else file
+        if target.startswith("s3://"):
+            kind = Kind.S3
+        elif target.startswith(("http://", "https://")):
+            kind = Kind.URL
+        else:
+            kind = Kind.FILE
+    # the line's place goes into the message unless it already is the target
+    text = message if target == where else f"{where}: {message}"
+    return Target(kind, target, error=ErrorInfo(text, "bad_target"))
+
+
+def _excerpt(line: str, most: int = 60) -> str:
+    return line if len(line) <= most else line[: most - 1] + "\u2026"
 
 
 def _str_or_none(v: object) -> str | None:
@@ -98,6 +121,8 @@ class _LineReader:
         self._fd = fd
         self._tail = b""
         self._eof = False
+        #: lines handed out so far, blank ones included (for ``where`` in messages)
+        self.number = 0
 
     def read(self) -> list[bytes] | None:
         while not self._eof:
@@ -144,7 +169,11 @@ class ListSource:
         return f"<ListSource {self.name}>"
 
     def check(self) -> None:
-        if self._path is not None and not os.path.isfile(self._path):
+        if self._path is None:
+            return
+        if os.path.isdir(self._path):
+            raise SourceError(f"{self.name}: is a directory (give a file, one entry a line)")
+        if not os.path.isfile(self._path):
             raise SourceError(f"{self.name}: no such file")
 
     async def targets(self) -> AsyncIterator[Target]:
@@ -156,23 +185,49 @@ class ListSource:
             except OSError as exc:
                 raise SourceError(f"{self.name}: {exc.strerror}") from None
         reader = _LineReader(fd)
-        number = 0
         try:
             while True:
-                lines = await anyio.to_thread.run_sync(reader.read)
-                if lines is None:
+                targets = await anyio.to_thread.run_sync(self._next, reader)
+                if targets is None:
                     return
-                for raw in lines:
-                    number += 1
-                    try:
-                        line = raw.decode("utf-8").strip()
-                    except UnicodeDecodeError:
-                        raise SourceError(f"{self.name} line {number}: not UTF-8") from None
-                    if line and not line.startswith("#"):
-                        yield self._parse(line, f"{self.name} line {number}")
+                for target in targets:
+                    yield target
         finally:
             if owned:
                 os.close(fd)
+
+    def _next(self, reader: _LineReader) -> list[Target] | None:
+        """The targets of the lines that have arrived (blocking: runs in a worker thread)."""
+        lines = reader.read()
+        if lines is None:
+            return None
+        targets = []
+        for raw in lines:
+            reader.number += 1
+            where = f"{self.name}:{reader.number}"
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                targets.append(self._undecodable(raw, where))
+                continue
+            if not line or line.startswith("#"):
+                continue
+            target = self._parse(line, where)
+            if target.kind is Kind.FILE and target.error is None:
+                target = _missing(target)
+            targets.append(target)
+        return targets
+
+    def _undecodable(self, raw: bytes, where: str) -> Target:
+        if len(self.kinds) == 1:
+            # a line of a URL or site list is the target itself: spelt as best it can be
+            (kind,) = self.kinds
+            return Target(
+                kind,
+                raw.decode("utf-8", "backslashreplace").strip(),
+                error=ErrorInfo(f"{where}: not UTF-8", "bad_target"),
+            )
+        return Target(Kind.FILE, where, error=ErrorInfo("not UTF-8", "bad_target"))
 
     def open(self, target: Target, /) -> AbstractAsyncContextManager[Body]:
         if self._opener is None:
@@ -187,3 +242,14 @@ class ListSource:
         """Close what the opener opened (the S3 connection of stdin targets); idempotent."""
         if self._closer is not None:
             await self._closer()
+
+
+def _missing(target: Target) -> Target:
+    """``target`` with a ``not_found`` error if its path does not exist now (a link is followed)."""
+    try:
+        os.stat(target.target)
+    except (FileNotFoundError, NotADirectoryError):
+        return msgspec.structs.replace(target, error=ErrorInfo("no such file or directory", "not_found"))
+    except (OSError, ValueError):
+        pass  # unreadable, or a name the OS refuses: the engine says which, in its own words
+    return target

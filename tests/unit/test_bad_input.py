@@ -2,7 +2,9 @@
 
 Each goes through :func:`scanner.cli.run` in this process, as ``scanner scan ...`` would, and must end
 with exit status 2 and exactly one line on stderr that starts ``scanner: error:`` (a run that already
-started also prints its summary, whose lines never start so), never a traceback.
+started also prints its summary, whose lines never start so), never a traceback. A malformed stdin
+line is the exception: it is one ``error`` verdict line naming it, the other lines are scanned, and
+the run still exits 2.
 
 The SOURCE of the config and flag cases never exists, so a config or flag that happens to be valid
 still ends in a one-line error before anything is scanned. The stdin cases swap the engine for an
@@ -291,7 +293,7 @@ def fake_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     bad=bad_lines,
     after=st.lists(st.one_of(good_lines, bad_lines, ignored_lines), max_size=4),
 )
-def test_a_malformed_stdin_line_is_one_line_naming_it(
+def test_a_malformed_stdin_line_is_an_error_line_and_the_rest_is_scanned(
     sandbox: Path,
     capfd: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
@@ -307,19 +309,34 @@ def test_a_malformed_stdin_line_is_one_line_naming_it(
     with stdin.open("rb") as f:
         monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(f))
         code, err = run(capfd, ["scan", "-", "--output", str(out)])
-    one_error_line(code, err, mentions=f"stdin line {len(before) + 1}:")
+    text = "\n".join(err)
+    assert code == 2, text
+    assert "Traceback" not in text and "internal error" not in text, text
+    assert not [line for line in err if line.startswith("scanner: error: ")], text
     written = [orjson.loads(x) for x in out.read_bytes().splitlines()]
-    wanted = sum(1 for b in before if b.strip() and not b.strip().startswith(b"#"))
-    assert len(written) <= wanted, "a target after the malformed line was scanned"
+    wanted = sum(1 for b in [*before, bad, *after] if b.strip() and not b.strip().startswith(b"#"))
+    assert len(written) == wanted, "every line that is not blank or a comment gets one verdict line"
+    where = f"stdin:{len(before) + 1}"
+    assert any(
+        v["error"] is not None
+        and v["error"]["code"] == "bad_target"
+        and (v["target"] == where or v["error"]["message"].startswith(where + ": "))
+        for v in written
+    ), written
 
 
-def test_quiet_leaves_just_the_one_line(
+def test_quiet_leaves_the_error_to_the_verdict_line(
     sandbox: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, fake_engine: None
 ) -> None:
     stdin = sandbox / "stdin.ndjson"
     stdin.write_bytes(b'{"kind": "site", "target": "example.com"}\n[1, 2]\n')
+    out = sandbox / "out.ndjson"
     with stdin.open("rb") as f:
         monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(f))
-        code, err = run(capfd, ["scan", "-", "--output", str(sandbox / "out.ndjson"), "-q"])
+        code, err = run(capfd, ["scan", "-", "--output", str(out), "-q"])
     assert code == 2
-    assert err == ["scanner: error: stdin line 2: expected a JSON object with 'kind' and 'target'"]
+    assert not [line for line in err if line.startswith("scanner: error: ")], err
+    bad = [v for v in map(orjson.loads, out.read_bytes().splitlines()) if v["target"] == "stdin:2"]
+    assert [v["error"] for v in bad] == [
+        {"message": "expected a JSON object with 'kind' and 'target': [1, 2]", "code": "bad_target"}
+    ]

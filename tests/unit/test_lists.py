@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import orjson
 import pytest
 
-from scanner.errors import SourceError
+from scanner.errors import SourceError, TargetError
 from scanner.model import Kind
-from scanner.sources.lists import parse_ndjson_target, parse_site, parse_url
+from scanner.sources.lists import ListSource, parse_ndjson_target, parse_site, parse_url
 
 
 def test_urls() -> None:
@@ -27,23 +31,92 @@ def test_bad_sites_become_error_targets(line: str) -> None:
 
 
 def test_ndjson_targets() -> None:
-    t = parse_ndjson_target('{"kind": "s3", "target": "s3://b/k/x y", "version_id": "v2"}', "stdin line 1")
+    t = parse_ndjson_target('{"kind": "s3", "target": "s3://b/k/x y", "version_id": "v2"}', "stdin:1")
     assert (t.kind, t.bucket, t.key, t.version_id) == (Kind.S3, "b", "k/x y", "v2")
-    t = parse_ndjson_target('{"kind": "file", "target": "rel/path"}', "stdin line 1")
-    assert t.target.startswith("/") and t.target.endswith("rel/path")
+    t = parse_ndjson_target('{"kind": "file", "target": "rel/path"}', "stdin:1")
+    assert t.target == os.path.join(os.getcwd(), "rel/path")  # relative: against the working directory
+    t = parse_ndjson_target('{"kind": "url", "target": "https://example.com/x"}', "stdin:1")
+    assert (t.kind, t.target, t.error) == (Kind.URL, "https://example.com/x", None)
 
 
 @pytest.mark.parametrize(
-    ("line", "message"),
+    ("line", "target", "kind", "message"),
     [
-        ("not json", "not valid JSON"),
-        ("[1, 2]", "expected a JSON object"),
-        ('{"kind": "file"}', "'target' must be"),
-        ('{"kind": "disk", "target": "x"}', "'kind' must be one of"),
-        ('{"kind": "s3", "target": "s3://bucket-only"}', "s3://bucket/key"),
+        ("not json", "stdin:7", Kind.FILE, "not valid JSON: not json"),
+        ("[1, 2]", "stdin:7", Kind.FILE, "expected a JSON object"),
+        ('{"kind": "file"}', "stdin:7", Kind.FILE, "'target' must be"),
+        ('{"kind": "disk", "target": "x"}', "x", Kind.FILE, "stdin:7: 'kind' must be one of"),
+        ('{"kind": 3, "target": "s3://b/k"}', "s3://b/k", Kind.S3, "'kind' must be one of"),
+        ('{"target": "https://e.com/"}', "https://e.com/", Kind.URL, "'kind' must be one of"),
+        ('{"kind": "s3", "target": "s3://bucket-only"}', "s3://bucket-only", Kind.S3, "s3://bucket/key"),
+        ("x" * 500, "stdin:7", Kind.FILE, "x" * 59 + "\u2026"),
     ],
 )
-def test_bad_ndjson_is_a_source_error_naming_the_line(line: str, message: str) -> None:
-    with pytest.raises(SourceError, match=message) as info:
-        parse_ndjson_target(line, "stdin line 7")
-    assert "stdin line 7" in str(info.value)
+def test_bad_ndjson_is_an_error_target_naming_the_line(
+    line: str, target: str, kind: Kind, message: str
+) -> None:
+    t = parse_ndjson_target(line, "stdin:7")
+    assert t.error is not None and t.error.code == "bad_target"
+    assert (t.target, t.kind) == (target, kind)
+    assert message in t.error.message and len(t.error.message) < 120
+
+
+def test_a_list_that_is_a_directory_says_so(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="is a directory"):
+        ListSource(
+            f"sites:{tmp_path}", frozenset({Kind.SITE}), lambda s, _: parse_site(s), path=str(tmp_path)
+        ).check()
+    with pytest.raises(SourceError, match="no such file"):
+        ListSource(
+            "sites:x", frozenset({Kind.SITE}), lambda s, _: parse_site(s), path=str(tmp_path / "x")
+        ).check()
+
+
+@pytest.mark.anyio
+async def test_bad_lines_cost_one_error_target_each_and_the_stream_goes_on(tmp_path: Path) -> None:
+    here = tmp_path / "here.txt"
+    here.write_text("x")
+    data = b"\n".join(
+        [
+            orjson.dumps({"kind": "file", "target": str(here)}),
+            b"garbage",
+            b"",
+            b"# comment",
+            b"\xff\xfe not utf-8",
+            orjson.dumps({"kind": "file", "target": str(tmp_path / "gone")}),
+            orjson.dumps({"kind": "site", "target": "example.com"}),
+        ]
+    )
+    listing = tmp_path / "in.ndjson"
+    listing.write_bytes(data)
+    source = ListSource("stdin", frozenset(Kind), parse_ndjson_target, path=str(listing))
+    got = [t async for t in source.targets()]
+    assert [(t.target, t.error.code if t.error else None) for t in got] == [
+        (str(here), None),
+        ("stdin:2", "bad_target"),
+        ("stdin:5", "bad_target"),
+        (str(tmp_path / "gone"), "not_found"),
+        ("example.com", None),
+    ]
+
+
+@pytest.mark.anyio
+async def test_an_undecodable_url_line_is_an_error_target(tmp_path: Path) -> None:
+    listing = tmp_path / "urls.txt"
+    listing.write_bytes(b"https://example.com/a\nhttps://example.com/\xff\n")
+    source = ListSource(
+        f"urls:{listing}", frozenset({Kind.URL}), lambda s, _: parse_url(s), path=str(listing)
+    )
+    got = [t async for t in source.targets()]
+    assert got[0].error is None
+    assert (got[1].kind, got[1].target) == (Kind.URL, "https://example.com/\\xff")
+    assert got[1].error is not None and got[1].error.code == "bad_target"
+
+
+@pytest.mark.anyio
+async def test_sites_have_no_content_and_urls_open_lazily() -> None:
+    source = ListSource("sites:x", frozenset({Kind.SITE}), lambda s, _: parse_site(s), path=None)
+    with pytest.raises(TargetError) as info:
+        source.open(parse_site("example.com"))
+    assert info.value.code == "no_content"
+    await source.aclose()

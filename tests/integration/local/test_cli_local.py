@@ -127,7 +127,7 @@ def test_unreadable_file_is_an_error_line_and_exit_2(tmp_path: Path) -> None:
     lines = {x["target"]: x for x in map(orjson.loads, proc.stdout.splitlines())}
     assert lines[str(tmp_path / "ok.txt")]["verdict"] == "clean"
     assert lines[str(tmp_path / "nope")]["verdict"] == "error"
-    assert lines[str(tmp_path / "nope")]["error"]["code"] == "vanished"
+    assert lines[str(tmp_path / "nope")]["error"]["code"] == "not_found"
 
 
 @pytest.mark.parametrize(
@@ -170,10 +170,16 @@ def test_engine_that_cannot_take_the_source_is_rejected_before_the_run(tmp_path:
     assert b"engine yara cannot scan site targets" in proc.stderr
 
 
-def test_malformed_stdin_is_exit_2_with_the_line_number() -> None:
-    proc = run_scanner(["scan", "-"], input=b'{"kind": "file", "target": "/etc/hostname"}\nnot json\n')
+def test_malformed_stdin_line_is_an_error_line_naming_it_and_the_rest_is_scanned(tmp_path: Path) -> None:
+    (tmp_path / "ok.txt").write_text("fine")
+    ok = orjson.dumps({"kind": "file", "target": str(tmp_path / "ok.txt")})
+    proc = run_scanner(["scan", "-"], input=ok + b"\nnot json\n" + ok + b"\n")
     assert proc.returncode == 2
-    assert b"stdin line 2: not valid JSON" in proc.stderr
+    lines = [orjson.loads(x) for x in proc.stdout.splitlines()]
+    assert [x["verdict"] for x in lines].count("clean") == 2
+    (bad,) = [x for x in lines if x["verdict"] == "error"]
+    assert bad["target"] == "stdin:2" and bad["error"]["code"] == "bad_target"
+    assert bad["error"]["message"] == "not valid JSON: not json"
     assert b"Traceback" not in proc.stderr
 
 
