@@ -7,6 +7,9 @@ come. Blank lines and ``#`` comments are ignored. A malformed line, in a list or
 ``error`` line (``error.code = "bad_target"``) and the stream goes on; a stdin line with no usable
 ``target`` is named ``stdin:LINE``. A relative path on stdin is resolved against the working
 directory; a path that does not exist is an error line ``not_found``.
+
+``url`` targets are fetched with a plain HTTP GET (:mod:`._http_body`), whatever list named them;
+``site`` targets have no content (they are whole sites, for vendor site scans).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -26,6 +29,9 @@ import orjson
 from ..errors import SourceError, TargetError
 from ..model import ErrorInfo, Kind, Target
 from ._base import Body, LocalPath
+
+if TYPE_CHECKING:
+    from ._http_body import UrlBodies
 
 __all__ = ("ListSource", "parse_ndjson_target", "parse_site", "parse_url")
 
@@ -146,7 +152,11 @@ class _LineReader:
 
 
 class ListSource:
-    """Targets from a text file or stdin. ``opener`` opens content for kinds that have it."""
+    """Targets from a text file or stdin.
+
+    ``url`` targets are opened with ``urls`` (a :class:`~._http_body.UrlBodies` made on first use
+    when not given); ``opener`` opens the other kinds that have content (stdin's files and S3 objects).
+    """
 
     def __init__(
         self,
@@ -157,6 +167,7 @@ class ListSource:
         path: str | None,
         opener: Callable[[Target], AbstractAsyncContextManager[Body]] | None = None,
         closer: Callable[[], Awaitable[None]] | None = None,
+        urls: UrlBodies | None = None,
     ) -> None:
         self.name = name
         self.kinds = kinds
@@ -164,9 +175,10 @@ class ListSource:
         self._path = path
         self._opener = opener
         self._closer = closer
+        self._urls = urls
 
     def __repr__(self) -> str:
-        return f"<ListSource {self.name}>"
+        return f"<ListSource {self.name} urls={self._urls!r}>"
 
     def check(self) -> None:
         if self._path is None:
@@ -230,6 +242,13 @@ class ListSource:
         return Target(Kind.FILE, where, error=ErrorInfo("not UTF-8", "bad_target"))
 
     def open(self, target: Target, /) -> AbstractAsyncContextManager[Body]:
+        if target.kind is Kind.URL:
+            if self._urls is None:
+                # imported on first use: a scan with no URL in it never pays for aiohttp's import
+                from ._http_body import UrlBodies
+
+                self._urls = UrlBodies()
+            return self._urls.open(target)
         if self._opener is None:
             raise TargetError(f"{target.kind} targets have no content to read", code="no_content")
         return self._opener(target)
@@ -239,7 +258,9 @@ class ListSource:
         return LocalPath(target.target, True) if target.kind is Kind.FILE else None
 
     async def aclose(self) -> None:
-        """Close what the opener opened (the S3 connection of stdin targets); idempotent."""
+        """Close what the openers opened (HTTP session, S3 connection); idempotent."""
+        if self._urls is not None:
+            await self._urls.aclose()
         if self._closer is not None:
             await self._closer()
 
