@@ -1,7 +1,9 @@
 """Progress on stderr, never in the verdict stream.
 
 On a terminal: a live bar with counts, rate and (once the listing is done and the total known) an
-ETA. Elsewhere (cron, CI, a pipe): one plain line every ``interval`` seconds, for logs.
+ETA. Elsewhere (cron, CI, a pipe): one plain line every ``interval`` seconds, for logs. A bar asked
+for where there is no terminal is plain lines too: a bar there would only leave blank lines.
+A stream that stops taking writes (a closed pipe) ends the reporting, never the run.
 """
 
 from __future__ import annotations
@@ -42,18 +44,21 @@ class Progress:
 
     def __init__(self, mode: str = "auto", *, interval: float = 10.0, stream: TextIO | None = None) -> None:
         self._stream = stream or sys.stderr
-        if mode == "auto":
-            mode = "bar" if self._stream.isatty() else "plain"
+        if mode in ("auto", "bar"):
+            mode = "bar" if _isatty(self._stream) else "plain"
         self.mode = mode
         self._interval = interval
 
     async def run(self, pipeline: _Watched) -> None:
         if self.mode == "none":
             return
-        if self.mode == "bar":
-            await self._bar(pipeline)
-        else:
-            await self._plain(pipeline)
+        try:
+            if self.mode == "bar":
+                await self._bar(pipeline)
+            else:
+                await self._plain(pipeline)
+        except OSError:
+            return  # stderr closed: nobody is reading progress any more
 
     async def _plain(self, pipeline: _Watched) -> None:
         last_written, last_t = 0, time.monotonic()
@@ -112,6 +117,13 @@ class Progress:
                     )
             finally:
                 bar.stop()
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (OSError, ValueError):  # closed
+        return False
 
 
 def _duration(seconds: float) -> str:

@@ -51,3 +51,24 @@ async def test_none_prints_nothing() -> None:
     with anyio.move_on_after(0.1):
         await Progress("none", interval=0.01, stream=out).run(FakePipeline())
     assert out.getvalue() == ""
+
+
+async def test_a_bar_asked_for_without_a_terminal_gives_plain_lines_and_no_blank_ones() -> None:
+    # it used to start a rich bar on the pipe, which wrote two blank lines and no progress
+    out = io.StringIO()
+    progress = Progress("bar", interval=0.05, stream=out)
+    assert progress.mode == "plain"
+    with anyio.move_on_after(0.18):
+        await progress.run(FakePipeline())
+    lines = out.getvalue().splitlines()
+    assert lines and all(line.startswith("scanner: progress ") for line in lines)
+
+
+class _ClosedPipe(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+async def test_a_closed_stderr_ends_the_progress_lines_not_the_run() -> None:
+    with anyio.fail_after(2):
+        await Progress("plain", interval=0.01, stream=_ClosedPipe()).run(FakePipeline())
