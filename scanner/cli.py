@@ -7,12 +7,14 @@ line on stderr and exit status 2; a traceback appears only with ``--debug``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import os
 import re
 import signal
 import sys
+import traceback
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
@@ -67,6 +69,36 @@ def _size(text: str) -> int:
         return int(config.ByteSize.from_config(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 10MB, 1.5GiB or 4096)") from None
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {n}")
+    return n
+
+
+def _seconds(minimum: float) -> Any:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        if not value >= minimum:  # also false for nan
+            raise argparse.ArgumentTypeError(f"must be at least {minimum:g} seconds, not {text}")
+        return value
+
+    return parse
+
+
+def _glob(text: str) -> str:
+    try:
+        return sources.check_glob(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 _REL = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
@@ -135,13 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "--jobs",
         "-j",
-        type=int,
+        type=_at_least_one,
         metavar="N",
         help="targets in flight at once (default: the engine's own, e.g. 256 for yara)",
     )
     g = scan.add_argument_group("selecting targets")
     g.add_argument(
         "--include",
+        type=_glob,
         action="append",
         default=[],
         metavar="GLOB",
@@ -149,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--exclude",
+        type=_glob,
         action="append",
         default=[],
         metavar="GLOB",
@@ -216,24 +250,25 @@ def build_parser() -> argparse.ArgumentParser:
     h = scan.add_argument_group("running")
     h.add_argument(
         "--drain-timeout",
-        type=float,
+        type=_seconds(0),
         default=30.0,
         metavar="SECONDS",
-        help="on Ctrl-C/SIGTERM, let jobs in flight finish this long (default: %(default)s); "
-        "a second signal quits at once",
+        help="on Ctrl-C/SIGTERM, let jobs in flight finish this long (0: abandon them at once; "
+        "default: %(default)s); a second signal quits at once",
     )
     h.add_argument(
         "--progress",
         choices=("auto", "bar", "plain", "none"),
         default="auto",
-        help="progress on stderr: a live bar on a terminal, a plain line otherwise (default: auto)",
+        help="progress on stderr: a live bar on a terminal, a plain line otherwise, even for bar "
+        "(default: auto)",
     )
     h.add_argument(
         "--progress-interval",
-        type=float,
+        type=_seconds(1),
         default=10.0,
         metavar="SECONDS",
-        help="seconds between plain progress lines (default: %(default)s)",
+        help="seconds between plain progress lines, at least 1 (default: %(default)s)",
     )
     h.add_argument("-q", "--quiet", action="store_true", help="no progress and no summary; errors only")
     h.add_argument("-v", "--verbose", action="count", default=0, help="more log detail (-vv: debug)")
@@ -266,13 +301,15 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     code = run(argv)
     # run() has closed or flushed everything that matters (outputs, state store, workers, logs).
     # Leave without the interpreter's teardown, which frees every module and object one by one:
-    # 30-60 ms of every run. If a standard stream cannot be flushed (a closed pipe), exit the usual
-    # way, so the error is reported as it always was.
+    # 30-60 ms of every run. A stream that cannot be flushed is a closed pipe: nothing more can be
+    # said on it, and exiting the usual way would turn the status into Python's 1 or 120. Verdicts go
+    # through the sink, which reports its own loss; what was left in sys.stdout is output lost.
     try:
         sys.stdout.flush()
+    except OSError:
+        code = code or 2
+    with contextlib.suppress(OSError):
         sys.stderr.flush()
-    except BaseException:
-        sys.exit(code)
     os._exit(code)
 
 
@@ -295,14 +332,44 @@ def run(argv: Sequence[str] | None = None) -> int:
         _fail("interrupted")
         return 2
     except Exception as exc:
+        known = _known_error(exc)
+        if known is not None:
+            _fail(known.message)
+            return 2
         if debug:
-            raise
-        _fail(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+            # the traceback, redacted; the status stays 2 (1 would read as "infected")
+            _write_stderr(logs.redact("".join(traceback.format_exception(exc))))
+        _fail(
+            f"internal error: {type(exc).__name__}: {exc}"
+            + ("" if debug else " (run with --debug for the traceback)")
+        )
         return 2
 
 
+def _known_error(exc: BaseException) -> ScannerError | None:
+    """``exc`` itself, or the first error of a group that holds nothing but ScannerErrors.
+
+    A task group wraps what its tasks raise; when every task failed for a reason of ours (N worker
+    processes that cannot start), the user gets that reason, not "unhandled errors in a TaskGroup".
+    """
+    if isinstance(exc, ScannerError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        inner = [_known_error(e) for e in exc.exceptions]
+        if inner and all(e is not None for e in inner):
+            return inner[0]
+    return None
+
+
 def _fail(message: str) -> None:
-    print(f"scanner: error: {_one_line(logs.redact(message))}", file=sys.stderr, flush=True)
+    _write_stderr(f"scanner: error: {_one_line(logs.redact(message))}\n")
+
+
+def _write_stderr(text: str) -> None:
+    """Write to stderr; a closed stderr (``2>&1 | true``) loses the text and changes nothing else."""
+    with contextlib.suppress(OSError):
+        sys.stderr.write(text)
+        sys.stderr.flush()
 
 
 def _one_line(text: str) -> str:
@@ -350,11 +417,10 @@ def _resumable(output: str) -> str | None:
 
 
 async def _scan(args: argparse.Namespace) -> int:
+    _check_state_flags(args)
     settings = config.load(args.config)
     engines.validate_all(settings)
     engine = engines.build(args.engine, settings)
-    if args.state is None and (args.skip_unchanged or args.rescan_infected or args.emit_skipped):
-        raise UsageError("--skip-unchanged, --rescan-infected and --emit-skipped need --state")
     options = sources.SourceOptions(
         filters=sources.TargetFilter(
             include=tuple(args.include),
@@ -375,8 +441,6 @@ async def _scan(args: argparse.Namespace) -> int:
         if check is not None:
             check()
     jobs = args.jobs or engine.default_jobs
-    if jobs < 1:
-        raise UsageError("--jobs must be at least 1")
     store = None
     if args.state is not None:
         from .state import StateStore
@@ -388,6 +452,24 @@ async def _scan(args: argparse.Namespace) -> int:
         if store is not None:
             with anyio.CancelScope(shield=True):
                 await store.aclose()
+
+
+def _check_state_flags(args: argparse.Namespace) -> None:
+    """Flags that only mean something with others are errors without them, never silently ignored."""
+    if args.state is None and (args.skip_unchanged or args.rescan_infected or args.emit_skipped):
+        raise UsageError("--skip-unchanged, --rescan-infected and --emit-skipped need --state")
+    refine = [
+        flag
+        for flag, given in (
+            ("--rescan-after", args.rescan_after is not None),
+            ("--rescan-infected", args.rescan_infected),
+            ("--emit-skipped", args.emit_skipped),
+        )
+        if given
+    ]
+    if refine and not args.skip_unchanged:
+        needed = "--skip-unchanged" + ("" if args.state is not None else " and --state")
+        raise UsageError(f"{' and '.join(refine)} {'needs' if len(refine) == 1 else 'need'} {needed}")
 
 
 async def _scan_with(
@@ -490,7 +572,8 @@ async def _scan_with(
         if store is not None and run is not None and not summary.interrupted:
             await store.finish_run(output, run.run_id)
     if not args.quiet:
-        _print_summary(summary, sink.name, notable)
+        listing_done = pipeline.statistics().listing_done
+        _print_summary(summary, sink.name, notable, listing_done=listing_done, state=args.state)
     return summary.exit_code
 
 
@@ -529,41 +612,64 @@ class _Notable:
                 self.failed.append(v)
 
 
-def _print_summary(summary: Summary, output: str, notable: _Notable) -> None:
-    out = sys.stderr
+def _print_summary(
+    summary: Summary, output: str, notable: _Notable, *, listing_done: bool = True, state: str | None = None
+) -> None:
+    """The run at a glance, on stderr; a closed stderr loses it and changes nothing else."""
+    lines = []
     rate = summary.written / summary.elapsed if summary.elapsed > 0 else 0.0
-    print(
+    lines.append(
         f"scanner: {summary.written:,} verdicts in {summary.elapsed:.1f}s ({rate:,.0f}/s) to {output}: "
-        f"{format_counts(summary.by_status)}",
-        file=out,
+        f"{format_counts(summary.by_status)}"
     )
     for v in notable.found:
         names = ", ".join(f.name for f in v.findings) or v.status.value
-        print(f"  {v.status.value}: {v.target.target} ({names})", file=out)
+        lines.append(f"  {v.status.value}: {v.target.target} ({names})")
     if summary.findings > len(notable.found):
-        print(f"  ... and {summary.findings - len(notable.found):,} more in {output}", file=out)
+        lines.append(f"  ... and {summary.findings - len(notable.found):,} more in {output}")
     if summary.errors_by_code:
         causes = ", ".join(
             f"{code} {n:,}" for code, n in sorted(summary.errors_by_code.items(), key=lambda x: -x[1])
         )
-        print(f"  not scanned, by cause: {causes}", file=out)
+        lines.append(f"  not scanned, by cause: {causes}")
     for v in notable.failed:
-        print(f"  error: {v.target.target}: {v.error.message if v.error else ''}", file=out)
+        lines.append(f"  error: {v.target.target}: {v.error.message if v.error else ''}")
     if summary.halted is not None:
-        print(f"  halted: {summary.halted.message}", file=out)
+        lines.append(f"  halted: {summary.halted.message}")
     for message in summary.source_errors:
-        print(f"  source failed: {message}", file=out)
+        lines.append(f"  source failed: {message}")
     if summary.carried:
-        print(f"  written by the interrupted attempt(s) before: {format_counts(summary.carried)}", file=out)
+        lines.append(f"  written by the interrupted attempt(s) before: {format_counts(summary.carried)}")
     if summary.dropped:
         reasons = ", ".join(f"{n:,} {why}" for why, n in sorted(summary.dropped.items()))
-        print(f"  not rescanned: {reasons}", file=out)
+        lines.append(f"  not rescanned: {reasons}")
     if summary.interrupted:
-        print(
-            "  interrupted: the run is incomplete; run it again (same --state and --output) to finish",
-            file=out,
+        lines.extend(_interrupted_lines(summary, listing_done=listing_done, state=state))
+    _write_stderr("".join(line + "\n" for line in lines))
+
+
+def _interrupted_lines(summary: Summary, *, listing_done: bool, state: str | None) -> list[str]:
+    """What an interrupt lost, and how to get it back (with --state only if this run had one)."""
+    # listed, minus lines written, minus targets deliberately given none (done before, unchanged):
+    # jobs abandoned when the drain timed out, and targets still queued behind them
+    abandoned = summary.listed - summary.written - sum(summary.dropped.values())
+    lost = []
+    if abandoned > 0:
+        lost.append(
+            f"{abandoned:,} target{'s' if abandoned != 1 else ''} read from the source got no line "
+            "(abandoned in flight or still queued)"
         )
-    out.flush()
+    if not listing_done:
+        lost.append("the rest of the source was not read")
+    lines = [f"  interrupted: the run is incomplete{': ' + '; '.join(lost) if lost else ''}"]
+    if state is not None:
+        lines.append("  run it again (same --state and --output) to finish")
+    else:
+        lines.append(
+            "  run it again to finish; it starts over (next time, --state PATH lets a rerun "
+            "continue where it stopped)"
+        )
+    return lines
 
 
 def _simulate(args: argparse.Namespace) -> int:

@@ -93,10 +93,24 @@ class WorkerPool:
         await tg.__aenter__()
         self._tg = tg
         try:
-            async with anyio.create_task_group() as starting:
-                for _ in range(self._size):
-                    starting.start_soon(self._spawn)
+            try:
+                async with anyio.create_task_group() as starting:
+                    for _ in range(self._size):
+                        starting.start_soon(self._spawn)
+            except ExceptionGroup as group:
+                # every worker fails the same way (a permission, a missing module): report the first
+                # cause as itself, not as "unhandled errors in a TaskGroup"
+                first = _only_engine_errors(group)
+                if first is None:
+                    raise
+                raise first from None
         except BaseException as exc:
+            self._closing = True
+            with anyio.CancelScope(shield=True):
+                # the workers that did start, or they would outlive the failed run
+                async with anyio.create_task_group() as stopping:
+                    for worker in list(self._workers):
+                        stopping.start_soon(_stop, worker)
             tg.cancel_scope.cancel()
             await tg.__aexit__(type(exc), exc, exc.__traceback__)
             raise
@@ -139,10 +153,23 @@ class WorkerPool:
             for frame in self._init:
                 await worker.send(frame)
             await worker.receive()  # the ready frame: the worker loaded what init gave it
-        except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError, OSError):
-            code = await process.wait()
-            message = f"worker process {self._argv[-1]} failed to start (exit status {code})"
-            raise EngineError(message) from None
+        except BaseException as exc:
+            failed = isinstance(
+                exc, (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError, OSError)
+            )
+            # Close it whether it died or we were cancelled (another worker failed): aclose, not just
+            # wait, since a pipe left open keeps uvloop's loop from closing ("resource busy").
+            with anyio.CancelScope(shield=True):
+                if not failed:
+                    with contextlib.suppress(OSError):
+                        process.kill()
+                await process.aclose()
+            if failed:
+                message = (
+                    f"worker process {self._argv[-1]} failed to start (exit status {process.returncode})"
+                )
+                raise EngineError(message) from None
+            raise
         self._workers.append(worker)
         assert self._tg is not None
         self._tg.start_soon(self._read, worker)
@@ -191,6 +218,25 @@ class WorkerPool:
             raise call.error
         assert call.result is not None
         return call.result
+
+
+def _only_engine_errors(group: BaseExceptionGroup[BaseException]) -> EngineError | None:
+    """The first leaf of ``group`` if every leaf is an EngineError, else None."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    if leaves and all(isinstance(e, EngineError) for e in leaves):
+        first = leaves[0]
+        assert isinstance(first, EngineError)
+        return first
+    return None
 
 
 async def _stop(worker: _Worker, grace: float = 5.0) -> None:

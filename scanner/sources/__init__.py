@@ -17,11 +17,11 @@ from .._content import open_local
 from ..errors import SourceError, TargetError
 from ..model import Kind, Target
 from ._base import Body, Source
-from .filters import TargetFilter
+from .filters import TargetFilter, check_glob
 from .lists import ListSource, parse_ndjson_target, parse_site, parse_url
 from .local import LocalSource
 
-__all__ = ("Body", "Source", "SourceOptions", "TargetFilter", "build")
+__all__ = ("Body", "Source", "SourceOptions", "TargetFilter", "build", "check_glob")
 
 
 @dataclass(frozen=True, slots=True)

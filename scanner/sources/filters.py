@@ -12,7 +12,22 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
-__all__ = ("TargetFilter",)
+__all__ = ("TargetFilter", "check_glob")
+
+
+def check_glob(pattern: str) -> str:
+    """Return ``pattern``, or raise ValueError if it can never match anything.
+
+    Only what can be decided for sure: an empty pattern (no name or key is empty), and a set whose
+    ranges are all reversed (``[z-a]``), which :func:`fnmatch.translate` turns into the regex that
+    matches nothing, ``(?!)`` (a literal ``(?!)`` in a pattern is escaped, so it cannot be mistaken).
+    An unclosed ``[`` is not an error: fnmatch takes it literally, and a file may be named ``[``.
+    """
+    if not pattern or not pattern.lstrip("/"):
+        raise ValueError("an empty pattern matches nothing")
+    if "(?!)" in fnmatch.translate(pattern):
+        raise ValueError(f"{pattern!r} can never match: a [...] set in it is empty (a reversed range?)")
+    return pattern
 
 
 def _compile(patterns: tuple[str, ...]) -> tuple[re.Pattern[str] | None, re.Pattern[str] | None]:

@@ -61,14 +61,23 @@ class LocalSource:
     def check(self) -> None:
         """Raise SourceError if the root does not exist or is not readable at all."""
         try:
-            st = os.stat(self.root) if self.follow_symlinks else os.lstat(self.root)
+            st = os.lstat(self.root)
         except FileNotFoundError:
             raise SourceError(f"{self.root}: no such file or directory") from None
         except OSError as exc:
             raise SourceError(f"{self.root}: {exc.strerror}") from None
         if stat.S_ISLNK(st.st_mode):
             # A link named on the command line is what the user asked for: follow that one.
-            st = os.stat(self.root)
+            try:
+                st = os.stat(self.root)
+            except FileNotFoundError:
+                raise SourceError(
+                    f"{self.root}: a symbolic link to {_link(self.root)}, which does not exist"
+                ) from None
+            except OSError as exc:
+                raise SourceError(
+                    f"{self.root}: a symbolic link that cannot be followed: {exc.strerror}"
+                ) from None
         if stat.S_ISDIR(st.st_mode) and not os.access(self.root, os.R_OK | os.X_OK):
             raise SourceError(f"{self.root}: permission denied")
 
@@ -181,6 +190,13 @@ class LocalSource:
         if f.modified_since or f.modified_before:
             return f.matches_time(datetime.fromtimestamp(st.st_mtime, UTC))
         return True
+
+
+def _link(path: str) -> str:
+    try:
+        return repr(os.readlink(path))
+    except OSError:
+        return "a path"
 
 
 def _take(it: Generator[Target, None, None]) -> list[Target]:

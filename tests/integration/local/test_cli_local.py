@@ -136,7 +136,7 @@ def test_unreadable_file_is_an_error_line_and_exit_2(tmp_path: Path) -> None:
         (["scan", "/definitely/not/here"], "no such file or directory"),
         (["scan", ".", "--engine", "nosuch"], "unknown engine 'nosuch'"),
         (["scan", ".", "--config", "/no/such.toml"], "not found"),
-        (["scan", ".", "--jobs", "zero"], "invalid int value"),
+        (["scan", ".", "--jobs", "zero"], "not a whole number"),
         (["scan", ".", "--min-size", "lots"], "not a size"),
         (["scan", ".", "--modified-since", "yesterday-ish"], "not a time"),
         (["frobnicate"], "invalid choice"),
