@@ -408,6 +408,17 @@ def _resumable_sink(sink: Sink) -> bool:
     return not sink.name.startswith("s3://")
 
 
+def _claim(output: str) -> int | None:
+    """Lock a file output for this run (see :func:`scanner.sinks.ndjson.claim`); the descriptor
+    holding the lock, or None for stdout, S3 and anything that is not a regular file."""
+    path = _resumable(output)
+    if path is None:
+        return None
+    from .sinks.ndjson import claim
+
+    return claim(path)
+
+
 def _resumable(output: str) -> str | None:
     """The absolute path of an output a later run can continue, or None (stdout, S3, a pipe)."""
     if output == "-" or output.startswith("s3://"):
@@ -441,17 +452,23 @@ async def _scan(args: argparse.Namespace) -> int:
         if check is not None:
             check()
     jobs = args.jobs or engine.default_jobs
-    store = None
-    if args.state is not None:
-        from .state import StateStore
-
-        store = await StateStore.open(args.state)
+    # before the store is read or the output cut: a second run on this output stops here
+    claimed = _claim(args.output)
     try:
-        return await _scan_with(args, engine, built, jobs, settings, store)
+        store = None
+        if args.state is not None:
+            from .state import StateStore
+
+            store = await StateStore.open(args.state)
+        try:
+            return await _scan_with(args, engine, built, jobs, settings, store)
+        finally:
+            if store is not None:
+                with anyio.CancelScope(shield=True):
+                    await store.aclose()
     finally:
-        if store is not None:
-            with anyio.CancelScope(shield=True):
-                await store.aclose()
+        if claimed is not None:
+            os.close(claimed)
 
 
 def _check_state_flags(args: argparse.Namespace) -> None:

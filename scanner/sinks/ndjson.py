@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import stat
 from collections.abc import Sequence
@@ -19,7 +20,31 @@ import anyio
 from ..errors import SinkError
 from ..model import Verdict, encode_verdict
 
-__all__ = ("NdjsonSink",)
+__all__ = ("NdjsonSink", "claim")
+
+
+def claim(path: str) -> int | None:
+    """Take ``path`` for this run: an exclusive ``flock`` on it, held by the returned descriptor
+    until it is closed or the process ends (a crash included, so a stale lock cannot outlive a run).
+
+    Two runs on one output would interleave their lines, and with a state store both would take the
+    unfinished run there as theirs to resume. Claim the output before anything reads or cuts it.
+    Raises SinkError when another run holds it. A file system without locks (some NFS mounts)
+    gives no protection rather than no run: None is returned."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except OSError as exc:
+        raise SinkError(f"cannot open output {path}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise SinkError(
+                f"another scanner run is writing {path}; wait for it or pick another --output"
+            ) from None
+        return None
+    return fd
 
 
 class NdjsonSink:
