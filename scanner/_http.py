@@ -33,7 +33,9 @@ import random
 import ssl
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -63,10 +65,28 @@ __all__ = (
     "RetryPolicy",
     "Timeouts",
     "VendorClient",
+    "count_tries",
     "full_jitter",
 )
 
 log = logging.getLogger("scanner.http")
+
+#: requests sent on behalf of the scan running in this task, retries included (see count_tries)
+_tries: ContextVar[list[int] | None] = ContextVar("scanner_http_tries", default=None)
+
+
+@contextmanager
+def count_tries() -> Iterator[list[int]]:
+    """Count the tries of one target's scan: ``[1]`` plus one for each retry of any request made
+    in this task until the block ends (its verdict's ``attempts``). Requests sent for many targets
+    at once (a bulk lookup) count for the task that sends them."""
+    tries = [1]
+    token = _tries.set(tries)
+    try:
+        yield tries
+    finally:
+        _tries.reset(token)
+
 
 #: (status, headers, body) -> what the answer says about our budget; pure, one per vendor
 HintParser = Callable[[int, Mapping[str, str], bytes], RateLimitHint]
@@ -378,6 +398,9 @@ class VendorClient:
                     raise error from None
                 waited += delay
                 self._retries += 1
+                tries = _tries.get()
+                if tries is not None:
+                    tries[0] += 1
                 log.info("%s: %s; retry %d in %.2f s", where, self.redact.text(str(error)), attempt, delay)
                 if retry.throttle:
                     # one throttle pauses every paced caller and the route's family, then all retry

@@ -42,6 +42,8 @@ class ScannerError(Exception):
     code: str = "error"
     retryable: bool = False
     halts_run: bool = False
+    #: tries it took to fail, retries included (an engine sets it; its verdict line's ``attempts``)
+    attempts: int = 1
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)

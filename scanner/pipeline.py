@@ -492,7 +492,7 @@ class Pipeline:
             return Outcome(Status.SKIPPED, error=self._halt)
         if isinstance(exc, ScannerError):
             if not exc.halts_run:
-                return Outcome(Status.ERROR, error=error_info(exc))
+                return Outcome(Status.ERROR, error=error_info(exc), attempts=exc.attempts)
             self._halt_now(exc)
             return None
         # A bug in one adapter must cost one line, not the run; the traceback goes to the log.

@@ -46,9 +46,9 @@ from msgspec import structs
 
 from .._content import LocalBody
 from .._http import Body as RequestBody
-from .._http import RetryPolicy, Timeouts, VendorClient
+from .._http import RetryPolicy, Timeouts, VendorClient, count_tries
 from ..config import EngineConfig, HttpUrl, Secret
-from ..errors import EngineError, ProtocolError, ServerError, TransportError
+from ..errors import EngineError, ProtocolError, ScannerError, ServerError, TransportError
 from ..model import ErrorInfo, Finding, Kind, Outcome, Status, Target
 from ..ratelimit import Clock, MonotonicClock, RateLimits
 from ..sources._base import Source
@@ -195,7 +195,17 @@ class MetaDefenderEngine:
         }
 
     async def scan(self, target: Target, source: Source, /) -> Outcome:
-        """Scan one target (see the module docstring). The body is released before polling."""
+        """Scan one target (see the module docstring). The body is released before polling. Its
+        ``attempts`` count every retry of a request made for it, as does an error it ends in."""
+        with count_tries() as tries:
+            try:
+                outcome = await self._scan(target, source)
+            except ScannerError as exc:
+                exc.attempts = tries[0]  # retries that ended in this error
+                raise
+        return outcome if tries[0] == 1 else structs.replace(outcome, attempts=tries[0])
+
+    async def _scan(self, target: Target, source: Source) -> Outcome:
         # a job counts as one that may still join a bulk lookup until its scan ends, or until it
         # waits for a twin's: a batch that every such job is in goes without waiting out the linger
         member = self._hashes.member()

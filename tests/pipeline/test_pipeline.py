@@ -33,7 +33,9 @@ async def test_every_target_gets_exactly_one_line() -> None:
 async def test_engine_raising_on_one_target_loses_no_other(engine_type: type[ScriptedEngine]) -> None:
     def script(t: Target) -> Outcome:
         if t.target == "mem://3":
-            raise TargetError("vanished", code="vanished")
+            error = TargetError("vanished", code="vanished")
+            error.attempts = 3  # as an engine says how many tries it took to fail
+            raise error
         if t.target == "mem://7":
             raise RuntimeError("adapter bug")
         return Outcome(Status.CLEAN)
@@ -42,6 +44,7 @@ async def test_engine_raising_on_one_target_loses_no_other(engine_type: type[Scr
     by_target = {v.target.target: v for v in sink.verdicts}
     assert len(by_target) == 20
     assert by_target["mem://3"].status is Status.ERROR and by_target["mem://3"].error.code == "vanished"  # type: ignore[union-attr]
+    assert by_target["mem://3"].attempts == 3 and by_target["mem://7"].attempts == 1
     assert by_target["mem://7"].status is Status.ERROR and by_target["mem://7"].error.code == "internal"  # type: ignore[union-attr]
     assert sum(v.status is Status.CLEAN for v in sink.verdicts) == 18
 

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from scanner.engines._staging import FileChunks
-from scanner.errors import TargetError
+from scanner.errors import ServerError, TargetError
 from scanner.model import Kind, Status, Target
 from scanner.sources.local import LocalSource
 from scanner.testing import eicar
@@ -120,7 +120,19 @@ async def test_a_server_error_is_retried() -> None:
             out = await engine.scan(targets[0], source)
             assert engine.http.statistics().retries == 2
     assert out.status is Status.CLEAN
+    assert out.attempts == 3  # the verdict line says what it took
     assert sim.state.uploads == 1
+
+
+async def test_a_failure_after_retries_counts_its_tries() -> None:
+    async with simulator(fail_uploads=3) as sim:
+        source, targets = memory({"a": b"never lands", "b": b"lands at once"})
+        async with create(sim.config(retry_attempts=3)) as engine:
+            with pytest.raises(ServerError) as failed:
+                await engine.scan(targets[0], source)
+            assert failed.value.attempts == 3
+            # the simulator's failures are spent: the next target's count starts afresh
+            assert (await engine.scan(targets[1], source)).attempts == 1
 
 
 async def test_s3_kind_bodies_are_spooled(tmp_path: Path) -> None:
