@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from _bytecode import compile_package
 
 GOAL_RERUN = 0.1
 GOAL_WRITE = 0.9
@@ -203,6 +204,7 @@ def main() -> None:
         _child(args.child, args.count, args.workdir)
         return
 
+    compile_package()
     own = args.workdir is None
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-resume-"))
     try:

@@ -36,6 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from _bytecode import compile_package
+
 from scanner.testing import eicar
 
 WORK = Path(__file__).resolve().parent / ".work"
@@ -180,6 +182,7 @@ def beyond(total: float, fixed: float, amount: float, unit: str) -> str:
 
 
 def main() -> None:
+    compile_package()
     build_small()
     build_large()
     t = measure_all()
