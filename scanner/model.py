@@ -119,10 +119,11 @@ class Outcome(msgspec.Struct, gc=False):
     cached: bool = False
     #: requests or scan attempts it took, retries included
     attempts: int = 1
-    #: the mtime of the local file the engine read, from the ``fstat`` of the descriptor it read
-    #: (``size`` from the same call): the content version of what was scanned when the listing did
-    #: not stat the file. Never set for a spooled copy. Not written to the verdict line.
-    mtime: float | None = None
+    #: the content version (:func:`scanner._versions.file_version`) of the local file the engine
+    #: read, from the ``fstat`` of the descriptor it read: the version of what was scanned when the
+    #: listing did not stat the file. Never set for a spooled copy. Not written to the verdict line.
+    #: A string made where the file was read (a YARA worker process), not in the run's own process.
+    version: str | None = None
 
 
 class Verdict(msgspec.Struct, gc=False):
@@ -141,8 +142,8 @@ class Verdict(msgspec.Struct, gc=False):
     vendor: Mapping[str, Any] | None = None
     cached: bool = False
     extra: Mapping[str, Any] = msgspec.field(default_factory=dict)
-    #: :attr:`Outcome.mtime`, for the state store; not written to the verdict line
-    mtime: float | None = None
+    #: :attr:`Outcome.version`, for the state store; not written to the verdict line
+    version: str | None = None
 
     @classmethod
     def of(
@@ -168,7 +169,7 @@ class Verdict(msgspec.Struct, gc=False):
             outcome.attempts,
             outcome.vendor,
             outcome.cached,
-            mtime=outcome.mtime,
+            version=outcome.version,
         )
 
 

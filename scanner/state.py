@@ -40,6 +40,7 @@ from typing import Any
 import anyio
 import orjson
 
+from ._versions import file_version
 from .errors import ConfigError
 from .model import Finding, Kind, Outcome, Status, Target, Verdict, raw_name
 
@@ -164,7 +165,7 @@ def identity(target: Target) -> str:
 def content_version(target: Target) -> str | None:
     """What tells that a target's content changed without reading it; None when the listing gave
     nothing usable (the target is then always rescanned, unless the engine saw its file's version:
-    :attr:`Verdict.mtime <scanner.model.Verdict.mtime>`)."""
+    :attr:`Verdict.version <scanner.model.Verdict.version>`)."""
     if target.version_id:
         return f"v:{target.version_id}"
     if target.etag:
@@ -172,12 +173,6 @@ def content_version(target: Target) -> str | None:
     if target.size is not None and target.mtime is not None:
         return file_version(target.size, target.mtime)
     return None
-
-
-def file_version(size: int, mtime: float) -> str:
-    """A local file's content version: the same string whether the walk stat()ed the file or the
-    engine fstat()ed the descriptor it read, so either run recognises the other's rows."""
-    return f"m:{size}:{mtime!r}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,8 +432,8 @@ class StateStore:
                     unchanged.setdefault((v.engine, run + _UNCHANGED_RUN), []).append(key)
                     continue
                 version = content_version(t) if t.size is not None or t.etag or t.version_id else None
-                if version is None and v.mtime is not None and v.size is not None:
-                    version = file_version(v.size, v.mtime)  # the file the engine read, not stat()ed
+                if version is None:
+                    version = v.version  # the file the engine read, when the walk did not stat it
                 sha = v.sha256
                 group = (v.engine, v.status, len(sha) if sha else 0, version is not None, run)
                 if group != last:

@@ -27,15 +27,17 @@ import sys
 
 import yara_x
 
+from .._versions import file_version
 from ._frames import LEN, read_frame, write_frame
 
 TYPE_CHECKING = False  # what typing.TYPE_CHECKING is, without importing typing
 if TYPE_CHECKING:
     from typing import Any
 
-    # A result is ("ok", size, sha256, matches, mtime) with matches = [(identifier, namespace, meta
-    # dict)] and size and mtime from the fstat of the descriptor read (the content version of what
-    # was scanned), or ("err", code, message, size_or_None).
+    # A result is ("ok", size, sha256, matches, version) with matches = [(identifier, namespace,
+    # meta dict)] and size and version (file_version of size and mtime) from the fstat of the
+    # descriptor read: the content version of what was scanned, made here rather than in the run's
+    # own process, which is the busier one. Or ("err", code, message, size_or_None).
     Result = tuple[Any, ...]
 
 __all__ = ("decode_request", "encode_request", "init", "main", "scan_batch")
@@ -173,7 +175,7 @@ def _scan_one(path: str, follow: bool) -> Result:
     finally:
         os.close(fd)
     matches = [[r.identifier, r.namespace, dict(r.metadata)] for r in results.matching_rules]
-    return ("ok", size, digest, matches, st.st_mtime)
+    return ("ok", size, digest, matches, file_version(size, st.st_mtime))
 
 
 class _Hashing:

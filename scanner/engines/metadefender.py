@@ -47,6 +47,7 @@ from msgspec import structs
 from .._content import LocalBody
 from .._http import Body as RequestBody
 from .._http import RetryPolicy, Timeouts, VendorClient, count_tries
+from .._versions import file_version
 from ..config import EngineConfig, HttpUrl, Secret
 from ..errors import EngineError, ProtocolError, ScannerError, ServerError, TransportError
 from ..model import ErrorInfo, Finding, Kind, Outcome, Status, Target
@@ -214,7 +215,11 @@ class MetaDefenderEngine:
                 body = await stack.enter_async_context(source.open(target))
                 # the version of a local file as opened, for the state store (a twin's shared
                 # outcome must carry this file's, so it is added here, not in _resolve)
-                opened = (body.size, body.mtime) if isinstance(body, LocalBody) else None
+                opened = (
+                    (body.size, file_version(body.size, body.mtime))
+                    if isinstance(body, LocalBody) and body.mtime is not None
+                    else None
+                )
                 staged = await stack.enter_async_context(stage(body, spool_dir=self.config.spool_dir))
                 if self._flights.running(staged.sha256):
                     member.leave()
@@ -228,7 +233,7 @@ class MetaDefenderEngine:
             vendor["deduplicated"] = True
             outcome = structs.replace(outcome, vendor=vendor)
         if opened is not None and outcome.size == opened[0]:
-            outcome = structs.replace(outcome, mtime=opened[1])
+            outcome = structs.replace(outcome, version=opened[1])
         return outcome
 
     async def _resolve(

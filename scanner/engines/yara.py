@@ -248,21 +248,21 @@ _UNSCANNABLE = frozenset({"too_large", "scan_timeout"})
 
 def _outcome(result: tuple[Any, ...], *, own_file: bool = True) -> Outcome:
     """The outcome of a worker's result; with ``own_file`` (the path scanned was the target's own
-    file, not a spooled copy) it carries the mtime the worker saw, the content version scanned."""
+    file, not a spooled copy) it carries the content version the worker saw, that of what it scanned."""
     if result[0] == "err":
         _, code, message, size = result
         if code in _UNSCANNABLE:
             return Outcome(Status.UNSCANNABLE, error=ErrorInfo(message, code), size=size)
         raise TargetError(message, code=code)
-    _, size, digest, matches, mtime = result
+    _, size, digest, matches, version = result
     if not own_file:
-        mtime = None
+        version = None
     if not matches:
-        return Outcome(Status.CLEAN, sha256=digest, size=size, mtime=mtime)
+        return Outcome(Status.CLEAN, sha256=digest, size=size, version=version)
     findings = []
     status = Status.SUSPICIOUS
     for identifier, _namespace, meta in matches:
         findings.append(Finding(name=str(meta.get("threat") or identifier), engine="yara"))
         if meta.get("verdict", "infected") != "suspicious":
             status = Status.INFECTED
-    return Outcome(status, findings=tuple(findings), sha256=digest, size=size, mtime=mtime)
+    return Outcome(status, findings=tuple(findings), sha256=digest, size=size, version=version)

@@ -68,10 +68,10 @@ def test_only_a_name_with_undecodable_bytes_carries_them_raw_as_path_bytes() -> 
     assert "path_bytes" not in orjson.loads(encode_verdict(odd))
 
 
-def test_the_mtime_an_engine_saw_reaches_the_verdict_but_not_its_line() -> None:
-    v = Verdict.of(Target(Kind.FILE, "/x"), "yara", Outcome(Status.CLEAN, size=3, mtime=1.5))
-    assert (v.size, v.mtime) == (3, 1.5)
-    assert "mtime" not in orjson.loads(encode_verdict(v))
+def test_the_version_an_engine_saw_reaches_the_verdict_but_not_its_line() -> None:
+    v = Verdict.of(Target(Kind.FILE, "/x"), "yara", Outcome(Status.CLEAN, size=3, version="m:3:1.5"))
+    assert (v.size, v.version) == (3, "m:3:1.5")
+    assert "version" not in orjson.loads(encode_verdict(v))
 
 
 def test_error_info_keeps_code_and_quota_reset() -> None:

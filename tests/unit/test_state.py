@@ -10,7 +10,7 @@ import pytest
 
 from scanner.model import ErrorInfo, Finding, Kind, Outcome, Status, Target, Verdict, encode_verdict
 from scanner.resume import Admission, Policy
-from scanner.state import DONE, SCAN, UNCHANGED, StateStore, content_version, identity
+from scanner.state import DONE, SCAN, UNCHANGED, StateStore, content_version, file_version, identity
 
 pytestmark = pytest.mark.anyio
 
@@ -220,10 +220,11 @@ async def test_a_file_the_engine_read_is_recorded_at_the_version_it_read(tmp_pat
     run = await store.begin_run(None, "yara")
     unstatted = Target(Kind.FILE, "/u")
     statted = Target(Kind.FILE, "/s", size=7, mtime=2.25)
+    sha, read = "ab" * 32, file_version(5, 1234.5678)
     store.record(
         [
-            Verdict.of(unstatted, "yara", Outcome(Status.CLEAN, sha256="ab" * 32, size=5, mtime=1234.5678)),
-            Verdict.of(statted, "yara", Outcome(Status.CLEAN, size=7, mtime=9.0)),
+            Verdict.of(unstatted, "yara", Outcome(Status.CLEAN, sha256=sha, size=5, version=read)),
+            Verdict.of(statted, "yara", Outcome(Status.CLEAN, size=7, version=file_version(7, 9.0))),
             Verdict.of(Target(Kind.FILE, "/n"), "yara", Outcome(Status.CLEAN, size=5)),
         ],
         run.run_id,
