@@ -32,7 +32,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -272,12 +271,25 @@ class StateStore:
             ).fetchone()
             if row is not None and not row[1] and row[3] == engine and os.path.exists(output):
                 return Run(row[0], True, row[2])
-        run = Run(uuid.uuid4().hex, False, 0)
-        if output is not None:
-            self._db.execute(
-                "INSERT OR REPLACE INTO runs (output, run_id, engine, started) VALUES (?, ?, ?, ?)",
-                (output, run.run_id, engine, time.time()),
-            )
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")  # two runs starting at once on one store get two ids
+        try:
+            # A counter kept in the store: unique within it by construction, and a few bytes on
+            # every row the run writes, where a uuid's 32 cost about 0.5 us of SQLite work a row.
+            # The "r" keeps them apart from the uuids of stores written before.
+            row = db.execute("SELECT value FROM meta WHERE key = 'runs'").fetchone()
+            n = int(row[0]) + 1 if row is not None else 1
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('runs', ?)", (str(n),))
+            run = Run(f"r{n}", False, 0)
+            if output is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO runs (output, run_id, engine, started) VALUES (?, ?, ?, ?)",
+                    (output, run.run_id, engine, time.time()),
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
         return run
 
     async def finish_run(self, output: str | None, run_id: str) -> None:

@@ -43,6 +43,24 @@ async def test_new_run_then_resume_then_finish(tmp_path: Path) -> None:
     await store.aclose()
 
 
+async def test_run_ids_are_short_and_never_reused_across_stores_opened_at_once(tmp_path: Path) -> None:
+    # every row a run writes carries its id: a few bytes, and two processes on one store never share one
+    path = str(tmp_path / "s.db")
+    first, second = await StateStore.open(path), await StateStore.open(path)
+    ids = [
+        (await store.begin_run(str(tmp_path / f"o{i}"), "yara")).run_id
+        for i in range(20)
+        for store in (first, second)
+    ]
+    ids.append((await first.begin_run(None, "yara")).run_id)
+    assert len(set(ids)) == len(ids) and all(len(i) <= 4 for i in ids), ids
+    await first.aclose()
+    await second.aclose()
+    reopened = await StateStore.open(path)
+    assert (await reopened.begin_run(None, "yara")).run_id not in ids
+    await reopened.aclose()
+
+
 async def test_commit_lookup_and_offset(tmp_path: Path) -> None:
     store = await StateStore.open(str(tmp_path / "s.db"))
     run = await store.begin_run(str(tmp_path / "o"), "yara")
