@@ -443,9 +443,11 @@ class StateStore:
                 if v.status is skipped and v.error is not None and v.error.code == UNCHANGED_CODE:
                     unchanged.setdefault((v.engine, run + _UNCHANGED_RUN), []).append(key)
                     continue
-                version = content_version(t) if t.size is not None or t.etag or t.version_id else None
-                if version is None:
-                    version = v.version  # the file the engine read, when the walk did not stat it
+                # the version of the file the engine read, when it saw one (made in its worker,
+                # and that of what was scanned, should the file change after the walk stat()ed it)
+                version = v.version
+                if version is None and (t.size is not None or t.etag or t.version_id):
+                    version = content_version(t)
                 sha = v.sha256
                 group = (v.engine, v.status, len(sha) if sha else 0, version is not None, run)
                 if group != last:

@@ -252,7 +252,8 @@ async def test_a_file_the_engine_read_is_recorded_at_the_version_it_read(tmp_pat
     # the very string a statting walk gives the same file, so a --skip-unchanged run matches it
     assert rows["file:/u"].version == content_version(Target(Kind.FILE, "/u", size=5, mtime=1234.5678))
     assert rows["file:/u"].sha256 == "ab" * 32
-    assert rows["file:/s"].version == "m:7:2.25"  # the listing's own version, when it has one
+    # the engine's over the listing's: the version of what was scanned, had the file changed since
+    assert rows["file:/s"].version == "m:7:9.0"
     assert rows["file:/n"].version is None
     walked = Target(Kind.FILE, "/u", size=5, mtime=1234.5678)
     assert [f for f, _ in await store.triage("yara", [walked], skip_unchanged=True)] == [UNCHANGED]
