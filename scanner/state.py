@@ -118,8 +118,10 @@ _LOOKUP = (
 )  # CROSS JOIN: the batch is the outer loop (left to itself the planner may scan the table instead)
 # Admission's decision per listed target, made where the rows are: ``j`` is the batch as
 # {identity: content version}. The LEFT JOIN keeps the batch as the outer loop, one primary-key
-# probe per target. Fates: 0 scan it, 1 this run already wrote its line, 2 unchanged; rows of fate 2
-# come back only when asked (``?7`` = 3), so a rerun over an unchanged tree fetches nothing. A row
+# probe per target. Fates: 0 scan it, 1 this run already wrote its line, 2 unchanged. The fate most
+# targets had in the batch before (``?7``: 0 on a first run, 2 on a rerun) does not come back, so
+# neither a first run over a new tree nor a rerun over an unchanged one fetches a row a target; fate 2
+# always comes back when its rows are asked for (``?7`` = 0 then). A row
 # whose ``skipped`` / ``unchanged`` line this run wrote (``?8``) is done too, and says ``skipped``:
 # what the line said, which is what counts for the run's exit status.
 _TRIAGE = """
@@ -132,7 +134,7 @@ SELECT key, fate, version, sha256, status, scanned_at, run_id FROM (
             AND NOT (?5 AND t.status IN ('infected', 'suspicious', 'vulnerable')) THEN 2
         ELSE 0 END AS fate
     FROM json_each(?6) AS j LEFT JOIN targets AS t ON t.engine = ?1 AND t.identity = j.key
-) WHERE fate < ?7
+) WHERE fate <> ?7
 """
 _PREFIX = {kind: f"{kind.value}:" for kind in Kind}
 #: the key prefix of a name with undecodable bytes, keyed by their hex: never a ``kind:`` prefix
@@ -213,6 +215,8 @@ class StateStore:
         self._submitted: list[tuple[Any, ...]] = []
         #: whether ``pending`` may hold rows: while it holds none, a commit skips deleting from it
         self._any_pending = bool(connection.execute(_ANY_PENDING).fetchone()[0])
+        #: the fate most targets of the last triaged batch had: the next one's answer leaves it out
+        self._usual_fate = SCAN
         self.commits = 0
 
     def __repr__(self) -> str:
@@ -357,12 +361,21 @@ class StateStore:
         found: dict[str | None, tuple[int, Row | None]] = {}
         batch = orjson.dumps(versions).decode()
         marked = None if run_id is None else run_id + _UNCHANGED_RUN
-        params = (engine, run_id, skip_unchanged, since, rescan_findings, batch, 3 if rows else 2, marked)
+        # the rows of unchanged targets are needed when asked for
+        usual = SCAN if rows else self._usual_fate
+        params = (engine, run_id, skip_unchanged, since, rescan_findings, batch, usual, marked)
         for key, fate, version, sha, status, at, run in self._db.execute(_TRIAGE, params):
-            found[key] = (fate, None if status is None else Row(version, sha, Status(status), at, run))
-        # absent from the answer: unchanged (asked without rows), or a target carrying an error
-        unchanged = (UNCHANGED, None)
-        return [found.get(k, unchanged) if k is not None else (SCAN, None) for k in keys]
+            if status is None or (fate == UNCHANGED and not rows):
+                found[key] = (fate, None)
+            else:
+                found[key] = (fate, Row(version, sha, Status(status), at, run))
+        # absent from the answer: the usual fate, without a row
+        default = (usual, None)
+        fates = [found.get(k, default) if k is not None else (SCAN, None) for k in keys]
+        if not rows:
+            scans = len(fates) - len(found) if usual == SCAN else sum(f == SCAN for f, _ in found.values())
+            self._usual_fate = SCAN if 2 * scans >= len(fates) else UNCHANGED
+        return fates
 
     async def cached(self, engine: str, sha256: str, max_age: float) -> Outcome | None:
         """The content cache: a verdict for this exact content younger than ``max_age`` seconds."""

@@ -281,6 +281,33 @@ async def test_triage_one_answer_per_target_in_order(tmp_path: Path) -> None:
     await store.aclose()
 
 
+async def test_triage_is_right_whichever_fate_its_answers_leave_out(tmp_path: Path) -> None:
+    # Each batch's answer leaves out the fate most of the batch before had (nothing comes back a
+    # target on a first run, nor on an unchanged rerun); batches that swing between mostly new,
+    # mostly unchanged and mixed must get the same fates as target-by-target triage would.
+    import random
+
+    store = await StateStore.open(str(tmp_path / "s.db"))
+    old = await store.begin_run(None, "yara")
+    stored = [Target(Kind.FILE, f"/k{i}", size=1, mtime=1.0) for i in range(300)]
+    store.record([verdict(t) for t in stored], old.run_id)
+    await store.commit()
+    known = stored[:150]
+    # listed again at another version (a batch never lists one name twice, so never both of them)
+    changed = [Target(Kind.FILE, t.target, size=2, mtime=1.0) for t in stored[150:]]
+    fresh = [Target(Kind.FILE, f"/n{i}", size=1, mtime=1.0) for i in range(300)]
+    rng = random.Random(7)
+    for share in [0.0, 1.0, 0.9, 0.1, 0.5, 1.0, 0.0, *(rng.random() for _ in range(15))]:
+        batch = [
+            rng.choice(known) if rng.random() < share else rng.choice(fresh + changed) for _ in range(60)
+        ]
+        expected = [UNCHANGED if t in known else SCAN for t in batch]
+        one_by_one = [(await store.triage("yara", [t], skip_unchanged=True))[0][0] for t in batch[:3]]
+        assert one_by_one == expected[:3]
+        assert [f for f, _ in await store.triage("yara", batch, skip_unchanged=True)] == expected, share
+    await store.aclose()
+
+
 async def test_admission_policy(tmp_path: Path) -> None:
     store = await StateStore.open(str(tmp_path / "s.db"))
     old = await store.begin_run(None, "yara")
