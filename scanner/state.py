@@ -41,7 +41,7 @@ import orjson
 
 from ._versions import file_version
 from .errors import ConfigError
-from .model import Finding, Kind, Outcome, Status, Target, Verdict, raw_name
+from .model import ErrorInfo, Finding, Kind, Outcome, Status, Target, Verdict, raw_name
 
 __all__ = (
     "DONE",
@@ -84,6 +84,10 @@ _SCHEMA_VERSION = "1"
 # ever dropped, and a store without the mark is simply one that has not been through this yet.
 _KEYS_VERSION = "2"
 _OLD_KEYS = r"*\x[0-9a-f][0-9a-f]*"  # a GLOB pattern: backslash is no escape there
+_KEYS_MARK = "SELECT value FROM meta WHERE key = 'keys'"
+_SCHEMA_MARK = "SELECT value FROM meta WHERE key = 'schema'"
+#: seconds a statement waits for another connection's write lock (sqlite3's default, made explicit)
+_BUSY_TIMEOUT = 5.0
 _ANY_PENDING = "SELECT EXISTS (SELECT 1 FROM pending)"
 # One statement per (engine, status, sha256 length, has a version, run) in a commit, usually one or
 # two. ``value`` is the content version, the sha256, or both run together and cut apart at the
@@ -139,6 +143,10 @@ SELECT key, fate, version, sha256, status, scanned_at, run_id FROM (
 _PREFIX = {kind: f"{kind.value}:" for kind in Kind}
 #: the key prefix of a name with undecodable bytes, keyed by their hex: never a ``kind:`` prefix
 _RAW_PREFIX = {kind: f"{kind.value}-bytes:" for kind in Kind}
+#: ``error.code`` of a target made of a malformed input line (a list's or stdin's): it is named by
+#: whatever the line said, so its key has a prefix of its own, which no real target's key has
+_BAD_TARGET = "bad_target"
+_BAD_PREFIX = "bad:"
 #: ``error.code`` of the ``skipped`` line :class:`~scanner.resume.Admission` writes for an unchanged
 #: target (with ``--emit-skipped``): recording it must not replace the verdict it stands for
 UNCHANGED_CODE = "unchanged"
@@ -156,11 +164,18 @@ def identity(target: Target) -> str:
     A name with undecodable bytes (a lone surrogate from ``os.fsdecode``) is keyed by the hex of its
     raw bytes under its own prefix (``file-bytes:...``): its line's ``\\xNN`` spelling is shared with a
     name that holds a literal backslash-x, and the two must never share a row. Its verdict line
-    carries the same bytes as ``path_bytes``, which :meth:`StateStore.reconcile` reads back."""
+    carries the same bytes as ``path_bytes``, which :meth:`StateStore.reconcile` reads back.
+
+    A malformed input line (``error.code`` ``bad_target``) is keyed under ``bad:``: its name is
+    whatever the line said (``{"kind": "bogus", "target": "/data/x"}`` is named ``/data/x``), and a
+    real line for that target must not be taken as done because the malformed one was written."""
     name = target.target
     raw = raw_name(name)
     base = f"{target.kind.value}:{name}" if raw is None else f"{_RAW_PREFIX[target.kind]}{raw.hex()}"
-    return f"{base}#{target.version_id}" if target.version_id and target.kind is Kind.S3 else base
+    if target.version_id and target.kind is Kind.S3:
+        base = f"{base}#{target.version_id}"
+    error = target.error
+    return _BAD_PREFIX + base if error is not None and error.code == _BAD_TARGET else base
 
 
 def content_version(target: Target) -> str | None:
@@ -230,28 +245,49 @@ class StateStore:
     @classmethod
     def _open(cls, path: str) -> StateStore:
         directory = os.path.dirname(os.path.abspath(path))
+        db = None
         try:
             os.makedirs(directory, exist_ok=True)
-            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            # Runs writing different outputs may share a store: a write waits up to this long for
+            # another's to end instead of failing at once with "database is locked".
+            db = sqlite3.connect(path, timeout=_BUSY_TIMEOUT, check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
-            row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-            if row is None:
-                db.execute("INSERT INTO meta VALUES ('schema', ?)", (_SCHEMA_VERSION,))
-            elif row[0] != _SCHEMA_VERSION:
-                raise ConfigError(f"state store {path}: schema {row[0]} is not {_SCHEMA_VERSION}")
-            if db.execute("SELECT value FROM meta WHERE key = 'keys'").fetchone() is None:
-                db.execute("BEGIN")
+            # Each step may race another run opening the store: a mark is written only if still
+            # absent, then read back, and the migration decides inside the write lock.
+            schema = db.execute(_SCHEMA_MARK).fetchone()
+            if schema is None:
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (_SCHEMA_VERSION,))
+                schema = db.execute(_SCHEMA_MARK).fetchone()
+            (schema,) = schema
+            if schema != _SCHEMA_VERSION:
+                raise ConfigError(f"state store {path}: schema {schema} is not {_SCHEMA_VERSION}")
+            if db.execute(_KEYS_MARK).fetchone() is None:
+                cls._migrate_keys(db)
+            store = cls(path, db)
+        except BaseException as exc:
+            if db is not None:
+                db.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise ConfigError(f"state store {path}: {exc}") from None
+            if isinstance(exc, OSError):
+                raise ConfigError(f"state store {path}: {exc.strerror}") from None
+            raise
+        return store
+
+    @staticmethod
+    def _migrate_keys(db: sqlite3.Connection) -> None:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if db.execute(_KEYS_MARK).fetchone() is None:  # another run may have done it meanwhile
                 db.execute("DELETE FROM targets WHERE identity GLOB ?", (_OLD_KEYS,))
                 db.execute("DELETE FROM pending WHERE identity GLOB ?", (_OLD_KEYS,))
-                db.execute("INSERT INTO meta VALUES ('keys', ?)", (_KEYS_VERSION,))
-                db.execute("COMMIT")
-        except sqlite3.DatabaseError as exc:
-            raise ConfigError(f"state store {path}: {exc}") from None
-        except OSError as exc:
-            raise ConfigError(f"state store {path}: {exc.strerror}") from None
-        return cls(path, db)
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('keys', ?)", (_KEYS_VERSION,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
@@ -264,6 +300,9 @@ class StateStore:
     async def begin_run(self, output: str | None, engine: str) -> Run:
         """Resume the unfinished run writing ``output`` with ``engine``, or start a new one.
 
+        Only an output that still holds the run's committed lines (at least its committed offset)
+        is resumed: one deleted or cut since is no longer that run's report, and the targets the
+        store says it wrote are not in it. The caller may have created (claimed) the file already.
         ``output`` None (stdout, S3) can never be resumed: it gets a fresh run every time."""
         result: Run = await self._run(self._begin_run, output, engine)
         return result
@@ -273,7 +312,7 @@ class StateStore:
             row = self._db.execute(
                 "SELECT run_id, finished, committed_offset, engine FROM runs WHERE output = ?", (output,)
             ).fetchone()
-            if row is not None and not row[1] and row[3] == engine and os.path.exists(output):
+            if row is not None and not row[1] and row[3] == engine and _holds(output, row[2]):
                 return Run(row[0], True, row[2])
         db = self._db
         db.execute("BEGIN IMMEDIATE")  # two runs starting at once on one store get two ids
@@ -335,7 +374,8 @@ class StateStore:
         an unchanged target's ``skipped`` line); with ``skip_unchanged``, ``(UNCHANGED, row)`` when its
         stored verdict is final (not error or skipped; not a finding with ``rescan_findings``), was
         recorded after ``since`` and has the target's content version. The row of an unchanged
-        target is given only with ``rows``, else None. A target carrying an error is always SCAN."""
+        target is given only with ``rows``, else None. A target carrying a listing error is SCAN or
+        DONE, never UNCHANGED: an error is tried again by every later run."""
         result: list[tuple[int, Row | None]] = await self._run(
             self._triage, engine, targets, (run_id, skip_unchanged, since, rescan_findings, rows)
         )
@@ -345,11 +385,16 @@ class StateStore:
         self, engine: str, targets: Sequence[Target], rules: tuple[str | None, bool, float, bool, bool]
     ) -> list[tuple[int, Row | None]]:
         run_id, skip_unchanged, since, rescan_findings, rows = rules
-        keys: list[str | None] = []
+        keys: list[str] = []
         versions: dict[str, str | None] = {}
+        errored: list[int] = []
         for t in targets:
             if t.error is not None:
-                keys.append(None)
+                # no version: never unchanged, but done once this run wrote its line
+                errored.append(len(keys))
+                key = identity(t)
+                keys.append(key)
+                versions.setdefault(key, None)
                 continue
             # identity() and content_version() inlined for the common case, as in _commit
             name = t.target
@@ -358,7 +403,7 @@ class StateStore:
             versions[key] = content_version(t) if t.size is not None or t.etag or t.version_id else None
         if not versions:
             return [(SCAN, None)] * len(targets)
-        found: dict[str | None, tuple[int, Row | None]] = {}
+        found: dict[str, tuple[int, Row | None]] = {}
         batch = orjson.dumps(versions).decode()
         marked = None if run_id is None else run_id + _UNCHANGED_RUN
         # the rows of unchanged targets are needed when asked for
@@ -371,7 +416,10 @@ class StateStore:
                 found[key] = (fate, Row(version, sha, Status(status), at, run))
         # absent from the answer: the usual fate, without a row
         default = (usual, None)
-        fates = [found.get(k, default) if k is not None else (SCAN, None) for k in keys]
+        fates = [found.get(k, default) for k in keys]
+        for i in errored:
+            if fates[i][0] == UNCHANGED:  # a real target of the same name in this batch is unchanged
+                fates[i] = (SCAN, None)
         if not rows:
             scans = len(fates) - len(found) if usual == SCAN else sum(f == SCAN for f, _ in found.values())
             self._usual_fate = SCAN if 2 * scans >= len(fates) else UNCHANGED
@@ -452,7 +500,11 @@ class StateStore:
                 t = v.target
                 # identity() and content_version() inlined for the common case: half this loop's cost
                 name = t.target
-                key = _PREFIX[t.kind] + name if name.isascii() and not t.version_id else identity(t)
+                key = (
+                    _PREFIX[t.kind] + name
+                    if name.isascii() and not t.version_id and t.error is None
+                    else identity(t)
+                )
                 if v.status is skipped and v.error is not None and v.error.code == UNCHANGED_CODE:
                     unchanged.setdefault((v.engine, run + _UNCHANGED_RUN), []).append(key)
                     continue
@@ -501,7 +553,8 @@ class StateStore:
         self._any_pending = any_pending
 
     async def reconcile(self, output: str, offset: int, run_id: str) -> int:
-        """Record the lines a killed run wrote past its last commit; returns how many."""
+        """Record the lines a killed run wrote past its last commit, and move the run's committed
+        offset past them (``output`` is the key :meth:`begin_run` was given); returns how many."""
         count: int = await self._run(self._reconcile, output, offset, run_id)
         return count
 
@@ -509,11 +562,13 @@ class StateStore:
         rows = []
         unchanged: dict[str, list[str]] = {}
         now = time.time()
+        end = offset
         with open(output, "rb") as f:
             f.seek(offset)
             for line in f:
                 if not line.endswith(b"\n"):
                     break  # a torn tail; the sink cuts it off when it opens for append
+                end += len(line)
                 try:
                     obj = orjson.loads(line)
                     raw = obj.get("path_bytes")
@@ -522,14 +577,17 @@ class StateStore:
                         if raw is None
                         else bytes.fromhex(raw).decode("utf-8", "surrogateescape")
                     )
+                    error = obj["error"]
+                    code = error.get("code") if error else None
                     target = Target(
                         Kind(obj["kind"]),
                         name,
                         version_id=obj.get("version_id"),
                         etag=obj.get("etag"),
+                        # keyed as the listing's target was: a malformed line's key is its own
+                        error=ErrorInfo("", code) if code == _BAD_TARGET else None,
                     )
-                    error = obj["error"]
-                    if obj["verdict"] == Status.SKIPPED and error and error.get("code") == UNCHANGED_CODE:
+                    if obj["verdict"] == Status.SKIPPED and code == UNCHANGED_CODE:
                         unchanged.setdefault(obj["engine"], []).append(identity(target))
                         continue
                     rows.append(
@@ -545,14 +603,23 @@ class StateStore:
                     )
                 except (orjson.JSONDecodeError, KeyError, ValueError, TypeError, AttributeError):
                     continue
-        if rows or unchanged:
-            self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR REPLACE INTO targets VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        if end == offset:
+            return 0
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            db.executemany("INSERT OR REPLACE INTO targets VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
             for engine, keys in unchanged.items():
-                self._db.execute(
-                    _MARK_UNCHANGED, (engine, orjson.dumps(keys).decode(), run_id + _UNCHANGED_RUN)
-                )
-            self._db.execute("COMMIT")
+                db.execute(_MARK_UNCHANGED, (engine, orjson.dumps(keys).decode(), run_id + _UNCHANGED_RUN))
+            # the lines read back are committed now: should the report be deleted or cut before
+            # the next commit, a later attempt must see that it no longer holds them
+            db.execute(
+                "UPDATE runs SET committed_offset = ? WHERE output = ? AND run_id = ?", (end, output, run_id)
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
         return len(rows) + sum(map(len, unchanged.values()))
 
 
@@ -560,3 +627,11 @@ def _finding(f: Finding) -> dict[str, str]:
     return {
         k: v for k, v in (("name", f.name), ("engine", f.engine), ("severity", f.severity)) if v is not None
     }
+
+
+def _holds(output: str, offset: int) -> bool:
+    """Whether ``output`` is at least ``offset`` bytes long (False when it is gone)."""
+    try:
+        return os.path.getsize(output) >= offset
+    except OSError:
+        return False

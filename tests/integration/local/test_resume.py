@@ -254,3 +254,93 @@ def test_an_undecodable_name_and_its_backslash_spelling_never_share_a_verdict(tm
     ]
     third = run_scanner(args)
     assert third.returncode == 0 and lines_of(out) == [] and b"2 unchanged" in third.stderr
+
+
+def unfinished(state: Path, offset: int | None = None) -> None:
+    """As a kill after the run's last commit leaves the store (at ``offset``, if given)."""
+    with sqlite3.connect(state) as db:
+        assert db.execute("UPDATE runs SET finished = 0").rowcount == 1
+        if offset is not None:
+            db.execute("UPDATE runs SET committed_offset = ?", (offset,))
+
+
+@pytest.mark.parametrize("cut", ["deleted", "emptied", "shortened"])
+def test_a_report_deleted_or_cut_after_a_kill_is_written_whole_by_the_rerun(tmp_path: Path, cut: str) -> None:
+    # The output is claimed (created) before the store decides whether to resume: a deleted report
+    # looked present, the run resumed, and every target the killed attempt committed was left out.
+    tree = tmp_path / "t"
+    make_tree(tree, 30)
+    state, out = tmp_path / "s.db", tmp_path / "out.ndjson"
+    args = ["scan", str(tree), "--state", str(state), "--output", str(out)]
+    assert run_scanner(args).returncode == 1
+    unfinished(state)
+    if cut == "deleted":
+        out.unlink()
+    elif cut == "emptied":
+        out.write_bytes(b"")
+    else:
+        out.write_bytes(b"".join(out.read_bytes().splitlines(keepends=True)[:10]))
+    rerun = run_scanner(args)
+    assert rerun.returncode == 1, rerun.stderr
+    assert b"already done" not in rerun.stderr and b"resuming" not in rerun.stderr
+    counts = Counter(str(x["target"]) for x in lines_of(out))
+    assert len(counts) == 31 and set(counts.values()) == {1}
+
+
+def stdin_lines(tree: Path) -> bytes:
+    return b"".join(
+        [
+            orjson.dumps({"kind": "file", "target": str(tree / "d0" / "f0.txt")}) + b"\n",
+            orjson.dumps({"kind": "file", "target": str(tree / "missing.txt")}) + b"\n",  # not_found
+            b"{not json\n",  # bad_target, named stdin:3
+            b'{"kind": "file", "target": "/x/\xff"}\n',  # not UTF-8: bad_target, named stdin:4
+            orjson.dumps({"kind": "bogus", "target": "/data/x"}) + b"\n",  # bad_target named /data/x
+        ]
+    )
+
+
+def test_error_lines_from_the_listing_are_not_written_again_by_a_resumed_run(tmp_path: Path) -> None:
+    # A target carrying a listing error was never "done": a resumed run wrote its line a second time.
+    tree = tmp_path / "t"
+    make_tree(tree, 1)
+    state, out = tmp_path / "s.db", tmp_path / "out.ndjson"
+    args = ["scan", "-", "--state", str(state), "--output", str(out)]
+    first = run_scanner(args, input=stdin_lines(tree))
+    assert first.returncode == 2, first.stderr
+    assert sorted(x["verdict"] for x in lines_of(out)) == ["clean"] + ["error"] * 4  # type: ignore[type-var]
+    whole = out.read_bytes()
+    unfinished(state)
+    resumed = run_scanner(args, input=stdin_lines(tree))
+    assert resumed.returncode == 2, resumed.stderr  # the report it completes holds errors
+    assert b"5 already done" in resumed.stderr
+    assert out.read_bytes() == whole
+    # killed with the error lines past the last commit: read back from the report, and still done
+    unfinished(state, len(b"".join(whole.splitlines(keepends=True)[:1])))
+    resumed = run_scanner(args, input=stdin_lines(tree))
+    assert resumed.returncode == 2, resumed.stderr
+    assert b"5 already done" in resumed.stderr
+    assert out.read_bytes() == whole
+    # an error is never "unchanged": the next run tries each of them again
+    again = run_scanner([*args, "--skip-unchanged"], input=stdin_lines(tree))
+    assert again.returncode == 2, again.stderr
+    assert [x["verdict"] for x in lines_of(out)].count("error") == 4
+
+
+def test_a_malformed_line_naming_a_file_never_stands_for_that_file(tmp_path: Path) -> None:
+    # {"kind": "bogus", "target": P} is an error line named P; it shared the state row of a real
+    # line for P, so after a kill between the two the real one was "already done", never scanned.
+    tree = tmp_path / "t"
+    make_tree(tree, 1)
+    infected = str(tree / "d0" / "eicar.com")
+    bogus = orjson.dumps({"kind": "bogus", "target": infected}) + b"\n"
+    real = orjson.dumps({"kind": "file", "target": infected}) + b"\n"
+    state, out = tmp_path / "s.db", tmp_path / "out.ndjson"
+    args = ["scan", "-", "--state", str(state), "--output", str(out)]
+    # the attempt that wrote and committed the malformed line's verdict, then was killed
+    assert run_scanner(args, input=bogus).returncode == 2
+    unfinished(state)
+    resumed = run_scanner(args, input=bogus + real)
+    assert resumed.returncode == 1, resumed.stderr
+    got = sorted((str(x["target"]), str(x["verdict"])) for x in lines_of(out))
+    assert got == [(infected, "error"), (infected, "infected")]
+    assert b"1 already done" in resumed.stderr
