@@ -8,7 +8,8 @@
   Unknown engines and unknown keys are errors, never silently ignored. Validation is lax about
   strings, so ``timeout = "${TIMEOUT}"`` still gives an int.
 * Secrets are :class:`Secret`: every repr, log and error shows ``**********``. An empty secret, or
-  one with a control character (a newline from a key file), is rejected before any vendor sees it:
+  one with a control character (a newline from a key file; Unicode category Cc) or a U+2028/U+2029
+  line separator, is rejected before any vendor sees it:
   it could only earn a 401, and repeated 401s get the address blocked. Validation errors are
   rebuilt from the key path and msgspec's message, which never quotes a secret (custom types such as
   :class:`Secret` raise messages without the input).
@@ -167,6 +168,13 @@ class EngineConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     """
 
 
+#: what a secret may not hold: the control characters (Unicode category Cc: C0, DEL, C1) and the
+#: line and paragraph separators, which some HTTP stacks take for line breaks. Not str.isprintable(),
+#: which also refuses valid characters a password may hold (U+00A0 no-break space, U+200D zero-width
+#: joiner, ...).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 class Secret:
     """A string that never shows itself: repr and str are ``**********``; ask with get_secret_value()."""
 
@@ -198,9 +206,12 @@ class Secret:
             raise TypeError(f"expected a string, got {type(value).__name__}")  # never the value
         if not value:
             raise ValueError("empty (is the environment variable set to nothing?)")
-        if any(not c.isprintable() for c in value):
+        if _CONTROL.search(value):
             # a newline or tab from a key file; never quote the value, nor the character's place
-            raise ValueError("contains a control character (a newline or tab?); remove it")
+            raise ValueError(
+                "contains a control character (a newline or tab?) or a line separator (U+2028, U+2029); "
+                "remove it"
+            )
         return cls(value)
 
 

@@ -142,6 +142,11 @@ def test_a_missing_secret_is_named_and_a_secret_compares_by_value() -> None:
         ("key\nX-Injected: 1", "control character"),
         ("key\r", "control character"),
         ("\tkey", "control character"),
+        ("key\x00", "control character"),
+        ("key\x7f", "control character"),
+        ("key\x85", "control character"),  # NEL, a C1 control
+        ("key\u2028", "line separator"),
+        ("key\u2029", "line separator"),
     ],
 )
 def test_an_empty_secret_or_one_with_a_control_character_is_a_config_error_naming_the_key(
@@ -178,3 +183,14 @@ def test_an_unclosed_or_invalid_interpolation_is_an_error_not_a_literal(tmp_path
 def test_a_literal_dollar_and_dollar_dollar_brace_still_pass() -> None:
     env = {"A": "1"}
     assert config.interpolate("p$ss $${A} ${A}$", env, "k") == "p$ss ${A} 1$"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["pass\u00a0word", "emoji\U0001f468\u200d\U0001f469", "caf\u00e9", "soft\u00adhyphen", "\u3000wide"],
+)
+def test_a_secret_with_printable_but_unusual_characters_is_accepted(value: str) -> None:
+    # str.isprintable() is false for these (no-break space, zero-width joiner, soft hyphen, ideographic
+    # space): they used to be refused as control characters, yet a password may hold them
+    model = config.validate_section(_WithSecret, {"api_key": value}, "engines.x")
+    assert model.api_key.get_secret_value() == value
