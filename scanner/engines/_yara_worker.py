@@ -133,6 +133,10 @@ def _scan_one(path: str, follow: bool) -> Result:
         if exc.errno == errno.ELOOP:
             return ("err", "not_regular", "is a symbolic link (not followed)", None)
         return ("err", "unreadable", f"cannot open: {exc.strerror}", None)
+    except ValueError:
+        # a NUL byte, or a name the file system encoding cannot spell: this path's error, not the
+        # worker's death (which would cost the rest of its batch a restart)
+        return ("err", "bad_target", "not a usable path (a NUL byte, or a name that cannot be encoded)", None)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

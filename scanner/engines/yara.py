@@ -49,7 +49,10 @@ class Config(EngineConfig, frozen=True, kw_only=True):
     rules: Annotated[tuple[str, ...], Meta(description="extra rule files, or folders of *.yar / *.yara")] = ()
     builtin_rules: Annotated[bool, Meta(description="load the bundled rules (EICAR)")] = True
     max_file_size: Annotated[ByteSize, Meta(description="larger targets are unscannable")] = ByteSize(4 << 30)
-    timeout: Annotated[float, Meta(ge=0, description="seconds per file (rounded up); 0 = none")] = 60.0
+    # bounded (a day) so that inf, which JSON cannot carry to the workers, is a config error here
+    timeout: Annotated[
+        float, Meta(ge=0, le=86400, description="seconds per file (rounded up), at most 86400; 0 = none")
+    ] = 60.0
     processes: Annotated[int, Meta(ge=0, description="worker processes; 0 = one per CPU")] = 0
     batch_size: Annotated[int, Meta(ge=1, le=4096, description="files per round trip")] = 64
     spool_dir: Annotated[str | None, Meta(description="where non-local bodies are spooled")] = None
@@ -229,6 +232,10 @@ class YaraEngine:
 
     async def _call(self, paths: list[str], follow: list[bool]) -> list[tuple[Any, ...]]:
         """One round trip to the least busy worker: a result per path, in order."""
+        if any("\0" in p for p in paths):
+            # NUL separates the paths of a request: one inside a path would split it, and the worker
+            # would refuse the whole frame. Such a path is its own error; the others still go.
+            return await self._call_without_nul(paths, follow)
         assert self._pool is not None
         self._busy += 1
         try:
@@ -242,8 +249,17 @@ class YaraEngine:
         self._files += len(paths)
         return results
 
+    async def _call_without_nul(self, paths: list[str], follow: list[bool]) -> list[tuple[Any, ...]]:
+        sent = [i for i, p in enumerate(paths) if "\0" not in p]
+        answers = await self._call([paths[i] for i in sent], [follow[i] for i in sent]) if sent else []
+        results: list[tuple[Any, ...]] = [_NUL_PATH] * len(paths)
+        for i, answer in zip(sent, answers, strict=True):
+            results[i] = answer
+        return results
+
 
 _UNSCANNABLE = frozenset({"too_large", "scan_timeout"})
+_NUL_PATH = ("err", "bad_target", "not a usable path: it holds a NUL byte", None)
 
 
 def _outcome(result: tuple[Any, ...], *, own_file: bool = True) -> Outcome:
