@@ -4,11 +4,15 @@ A careful client, because the URLs come from a list nobody vetted:
 
 * **TLS** is verified against the system trust store; nothing here can turn that off.
 * **Timeouts by phase**: ``connect_timeout`` for each TCP connect and TLS handshake, ``read_timeout``
-  for each wait on the socket (for the answer's head, and between two pieces of its body). Waiting for
-  a free pooled connection has no timeout of its own: other downloads, each bounded by the read
-  timeout, free one. A server that answers at all but trickles a byte per ``read_timeout`` is not
-  caught; the engine's size limit still bounds what it can send.
-* **Redirects**: followed up to ``max_redirects`` times, to http(s) only.
+  for each wait on the socket (for the answer's head, and between two pieces of its body), and
+  ``total_timeout`` for the whole target: from the GET (a wait for a free pooled connection included)
+  through every redirect to the body's last byte, so a server that trickles a byte per
+  ``read_timeout`` still ends its target in bounded time. The deadline is checked around each single
+  read of the body, never across a ``yield``: time the engine spends on a chunk counts against it,
+  but no read is ever cut off while the engine holds the chunk.
+* **Redirects**: followed here, not by aiohttp, up to ``max_redirects`` times, to http(s) only, each
+  ``Location`` checked before it is requested. A URL given as ``https`` is never followed to plain
+  ``http`` (a downgrade: content fetched in clear could be changed on the way and reported clean).
 * **Size**: ``Content-Length`` becomes :attr:`HttpBody.size`, so an engine refuses an oversized body
   before reading any of it; a body without one is bounded by the engine while it streams (see
   :func:`scanner.engines._staging.stage`). ``Accept-Encoding: identity`` asks for the bytes as
@@ -21,40 +25,63 @@ A careful client, because the URLs come from a list nobody vetted:
 
 Every failure is a :class:`~scanner.errors.TargetError` with a stable code (one ``error`` line, the run
 goes on): ``http_<status>`` for an answer outside 2xx (after redirects), ``timeout``, ``transport``
-(refused, reset, unknown host), ``tls``, ``redirects``, ``read_failed`` (the body broke off). No
-aiohttp exception escapes.
+(refused, reset, unknown host), ``tls``, ``redirects`` (too many, to an unusable URL, or an https
+downgrade), ``read_failed`` (the body broke off). No aiohttp exception escapes. A URL quoted in a
+message has no query string and no userinfo (:mod:`._urltext`): a presigned URL's token or signature
+never reaches a verdict line, a log or the summary.
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import aiohttp
 import anyio
+from yarl import URL
 
 from .. import __version__
 from .._content import CHUNK
 from ..errors import TargetError
 from ..model import Kind, Target
+from ._urltext import quote_url, scrub_urls
 
-__all__ = ("HttpBody", "UrlBodies")
+__all__ = ("HttpBody", "UrlBodies", "next_hop")
+
+#: the answers whose Location aiohttp would follow (300 and 304 are not redirects to follow)
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 @dataclass(slots=True)
 class HttpBody:
     """One GET response's body. ``size`` is the Content-Length, when the server gave one we can hold
-    it to; a body that breaks off raises TargetError ``read_failed`` (or ``timeout``)."""
+    it to; a body that breaks off raises TargetError ``read_failed`` (or ``timeout``, also when the
+    target's deadline, an :func:`anyio.current_time` value, passes before the body's end)."""
 
     _response: aiohttp.ClientResponse
     size: int | None
     path: str | None = None
+    _deadline: float = float("inf")
+    _limit: float = 0.0
 
     async def chunks(self, chunk_size: int = CHUNK) -> AsyncIterator[bytes]:
         read = 0
+        pieces = self._response.content.iter_chunked(chunk_size)
         try:
-            async for chunk in self._response.content.iter_chunked(chunk_size):
+            while True:
+                # The deadline covers each read, never the yield: the consumer's own time between
+                # two chunks is not cut off mid-step, it only leaves less for the next read.
+                with anyio.CancelScope(deadline=self._deadline) as scope:
+                    try:
+                        chunk = await anext(pieces)
+                    except StopAsyncIteration:
+                        return
+                if scope.cancelled_caught or anyio.current_time() >= self._deadline:
+                    # checked after a read that finished too: a buffered body needs no wait, so
+                    # no cancellation would reach it
+                    raise _over_deadline(self._limit, f"after {read} bytes of the body")
                 read += len(chunk)
                 yield chunk
         except (aiohttp.ServerTimeoutError, TimeoutError):
@@ -75,15 +102,21 @@ class UrlBodies:
         *,
         connect_timeout: float = 10.0,
         read_timeout: float = 30.0,
+        total_timeout: float = 900.0,
         max_redirects: int = 5,
         max_connections: int = 64,
         per_host: int = 8,
+        ca_file: str | None = None,
     ) -> None:
+        """``ca_file``: a PEM bundle to trust instead of the system store (a private CA, a test's
+        own); verification itself cannot be turned off."""
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self.total_timeout = total_timeout
         self.max_redirects = max_redirects
         self.max_connections = max_connections
         self.per_host = per_host
+        self._ca_file = ca_file
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
         self._opened = 0
@@ -101,7 +134,12 @@ class UrlBodies:
         if self._session is None:
             # made on first use: a ClientSession belongs to the running event loop
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=self.per_host),
+                connector=aiohttp.TCPConnector(
+                    limit=self.max_connections,
+                    limit_per_host=self.per_host,
+                    # True: aiohttp's own verifying context over the system store
+                    ssl=ssl.create_default_context(cafile=self._ca_file) if self._ca_file else True,
+                ),
                 timeout=aiohttp.ClientTimeout(
                     total=None, sock_connect=self.connect_timeout, sock_read=self.read_timeout
                 ),
@@ -121,33 +159,15 @@ class UrlBodies:
         session = self._get_session()
         self._opened += 1
         self._in_flight += 1
+        deadline = anyio.current_time() + self.total_timeout
         try:
-            try:
-                response = await session.get(
-                    target.target, allow_redirects=True, max_redirects=self.max_redirects
-                )
-            except aiohttp.TooManyRedirects:
-                raise TargetError(f"more than {self.max_redirects} redirects", code="redirects") from None
-            except aiohttp.RedirectClientError as exc:
-                raise TargetError(f"redirected to an unusable URL ({exc})", code="redirects") from None
-            except aiohttp.ClientConnectorCertificateError as exc:
-                raise TargetError(
-                    f"TLS certificate not trusted ({exc.certificate_error})", code="tls"
-                ) from None
-            except aiohttp.ClientSSLError:
-                raise TargetError("TLS handshake failed", code="tls") from None
-            except (aiohttp.ServerTimeoutError, TimeoutError):
-                error = TargetError("timed out waiting for the server", code="timeout")
-                error.retryable = True
-                raise error from None
-            except (aiohttp.ClientError, OSError, ValueError) as exc:
-                # ValueError: a URL that yarl parses but aiohttp cannot request
-                error = TargetError(_describe(exc), code="transport")
-                error.retryable = not isinstance(exc, ValueError | aiohttp.InvalidURL)
-                raise error from None
+            # CancelScope(deadline=...), not move_on_at: the same scope, in every anyio >= 4.6
+            with anyio.CancelScope(deadline=deadline) as scope:
+                response, hops = await self._get(session, target.target)
+            if scope.cancelled_caught:
+                raise _over_deadline(self.total_timeout, "waiting for the answer")
             try:
                 if not 200 <= response.status < 300:
-                    hops = len(response.history)
                     error = TargetError(
                         f"HTTP {response.status} {response.reason or ''}".rstrip()
                         + (f" (after {hops} redirect{'s' if hops > 1 else ''})" if hops else ""),
@@ -156,16 +176,52 @@ class UrlBodies:
                     error.retryable = response.status >= 500 or response.status in (408, 429)
                     raise error
                 encoded = response.headers.get("Content-Encoding", "identity").lower() != "identity"
-                yield HttpBody(response, None if encoded else response.content_length)
+                yield HttpBody(
+                    response, None if encoded else response.content_length, None, deadline, self.total_timeout
+                )
             finally:
-                # close, not release: a body left unread (too large, a failed scan) must not be
-                # drained to put the connection back in the pool
-                if response.content.at_eof():
-                    response.release()
-                else:
-                    response.close()
+                _finish(response)
         finally:
             self._in_flight -= 1
+
+    async def _get(self, session: aiohttp.ClientSession, url: str) -> tuple[aiohttp.ClientResponse, int]:
+        """GET ``url``, following redirects (each hop checked by :func:`next_hop`): the final response
+        and the number of redirects followed. Raises TargetError; closes every response it does not
+        return."""
+        try:
+            current = URL(url)
+        except (ValueError, TypeError):
+            raise TargetError("not a usable URL", code="transport") from None
+        https = current.scheme == "https"
+        for hops in range(self.max_redirects + 1):
+            response = await self._request(session, current)
+            location = response.headers.get("Location")
+            if response.status not in _REDIRECTS or location is None:
+                return response, hops
+            _finish(response)
+            if hops == self.max_redirects:
+                break
+            current = next_hop(current, location, https_only=https)
+        raise TargetError(f"more than {self.max_redirects} redirects", code="redirects")
+
+    async def _request(self, session: aiohttp.ClientSession, url: URL) -> aiohttp.ClientResponse:
+        try:
+            return await session.get(url, allow_redirects=False)
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise TargetError(
+                f"TLS certificate not trusted ({scrub_urls(str(exc.certificate_error))})", code="tls"
+            ) from None
+        except aiohttp.ClientSSLError:
+            raise TargetError("TLS handshake failed", code="tls") from None
+        except (aiohttp.ServerTimeoutError, TimeoutError):
+            error = TargetError("timed out waiting for the server", code="timeout")
+            error.retryable = True
+            raise error from None
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            # ValueError: a URL that yarl parses but aiohttp cannot request
+            error = TargetError(_describe(exc), code="transport")
+            error.retryable = not isinstance(exc, ValueError | aiohttp.InvalidURL)
+            raise error from None
 
     async def aclose(self) -> None:
         """Close the session and its connections; idempotent; shielded from cancellation."""
@@ -176,7 +232,45 @@ class UrlBodies:
                 await session.close()
 
 
+def next_hop(current: URL, location: str, *, https_only: bool) -> URL:
+    """The URL a redirect from ``current`` with this ``Location`` leads to, resolved as a browser
+    would, without its fragment. Raises TargetError ``redirects`` when it is not an http(s) URL, or,
+    with ``https_only`` (the URL given was https), when it is plain http: a downgrade is refused."""
+    try:
+        url = current.join(URL(location)).with_fragment(None)
+    except (ValueError, TypeError):
+        raise TargetError("redirected to an unusable URL (malformed Location)", code="redirects") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise TargetError(f"redirected to an unusable URL ({quote_url(str(url))})", code="redirects")
+    if https_only and url.scheme != "https":
+        raise TargetError(
+            f"redirected from https to plain http ({quote_url(str(url))}): a downgrade, refused",
+            code="redirects",
+        )
+    return url
+
+
+def _finish(response: aiohttp.ClientResponse) -> None:
+    # close, not release: a body left unread (too large, a failed scan, a redirect's page) must not
+    # be drained to put the connection back in the pool
+    if response.content.at_eof():
+        response.release()
+    else:
+        response.close()
+
+
+def _over_deadline(limit: float, doing: str) -> TargetError:
+    # not retryable: a retry would wait as long again for the same slow server
+    return TargetError(f"timed out: over the {limit:g} s limit per target, {doing}", code="timeout")
+
+
 def _describe(exc: BaseException) -> str:
+    return scrub_urls(_describe_raw(exc))
+
+
+def _describe_raw(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.InvalidURL):
+        return "not a usable URL"
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return "cannot resolve the host name"
     if isinstance(exc, aiohttp.ClientConnectorError):

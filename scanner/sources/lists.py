@@ -6,7 +6,9 @@ billion lines costs no more memory than one of ten, and targets piped in slowly 
 come. Blank lines and ``#`` comments are ignored. A malformed line, in a list or on stdin, becomes an
 ``error`` line (``error.code = "bad_target"``) and the stream goes on; a stdin line with no usable
 ``target`` is named ``stdin:LINE``. A relative path on stdin is resolved against the working
-directory; a path that does not exist is an error line ``not_found``.
+directory; a path that does not exist is an error line ``not_found``, one that cannot be a path (a NUL
+byte) ``bad_target``. A line no parser foresaw (a ValueError from it) is still only its own error line:
+nothing on one line can end the stream.
 
 ``url`` targets are fetched with a plain HTTP GET (:mod:`._http_body`), whatever list named them;
 ``site`` targets have no content (they are whole sites, for vendor site scans).
@@ -14,6 +16,7 @@ directory; a path that does not exist is an error line ``not_found``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
@@ -29,6 +32,7 @@ import orjson
 from ..errors import SourceError, TargetError
 from ..model import ErrorInfo, Kind, Target
 from ._base import Body, LocalPath
+from ._urltext import scrub_urls
 
 if TYPE_CHECKING:
     from ._http_body import UrlBodies
@@ -43,10 +47,24 @@ _HOST = re.compile(
 
 
 def parse_url(line: str) -> Target:
-    parts = urlsplit(line)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(line)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+        if usable:
+            parts.port  # noqa: B018 -- raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        # "http://[::1" (an unclosed IPv6 bracket), "http://h:99999/": the reason, never the URL
+        return Target(Kind.URL, line, error=ErrorInfo(f"not a valid URL ({_reason(exc)})", "bad_target"))
+    if not usable:
         return Target(Kind.URL, line, error=ErrorInfo("not an http(s) URL", "bad_target"))
     return Target(Kind.URL, line)
+
+
+def _reason(exc: ValueError) -> str:
+    # urllib's messages name the fault ("Invalid IPv6 URL", "Port out of range 0-65535"); some
+    # quote the input, which may hold a token, so a long or URL-holding one gives just its kind
+    text = str(exc)
+    return text if text and len(text) < 60 and "/" not in text else "malformed"
 
 
 def parse_site(line: str) -> Target:
@@ -80,10 +98,12 @@ def parse_ndjson_target(line: str, where: str) -> Target:
         return _bad_line(target, where, "'kind' must be one of file, s3, url, site")
     if k is Kind.FILE:
         return Target(Kind.FILE, os.path.abspath(target))
-    if k is Kind.URL:
-        return parse_url(target)
-    if k is Kind.SITE:
-        return parse_site(target)
+    if k is Kind.URL or k is Kind.SITE:
+        parsed = parse_url(target) if k is Kind.URL else parse_site(target)
+        if parsed.error is not None:
+            # the line's place, as every other bad stdin line has it
+            parsed = _placed(parsed, where)
+        return parsed
     if not target.startswith("s3://") or "/" not in target[5:]:
         return _bad_line(target, where, "an s3 target must look like s3://bucket/key", Kind.S3)
     bucket, _, key = target[5:].partition("/")
@@ -104,7 +124,15 @@ def _bad_line(target: str, where: str, message: str, kind: Kind | None = None) -
     return Target(kind, target, error=ErrorInfo(text, "bad_target"))
 
 
+def _placed(target: Target, where: str) -> Target:
+    assert target.error is not None
+    error = dataclasses.replace(target.error, message=f"{where}: {target.error.message}")
+    return msgspec.structs.replace(target, error=error)
+
+
 def _excerpt(line: str, most: int = 60) -> str:
+    # a URL in the line (a broken line may still hold a presigned one) loses its query and userinfo
+    line = scrub_urls(line)
     return line if len(line) <= most else line[: most - 1] + "\u2026"
 
 
@@ -224,11 +252,22 @@ class ListSource:
                 continue
             if not line or line.startswith("#"):
                 continue
-            target = self._parse(line, where)
-            if target.kind is Kind.FILE and target.error is None:
-                target = _missing(target)
+            try:
+                target = self._parse(line, where)
+                if target.kind is Kind.FILE and target.error is None:
+                    target = _missing(target, where)
+            except ValueError:
+                # A backstop: the parsers turn every fault they know into an error target, but a
+                # line no parser foresaw must cost its own line, never the whole stream.
+                target = self._unparsable(line, where)
             targets.append(target)
         return targets
+
+    def _unparsable(self, line: str, where: str) -> Target:
+        if len(self.kinds) == 1:
+            (kind,) = self.kinds
+            return Target(kind, line, error=ErrorInfo(f"{where}: cannot be parsed", "bad_target"))
+        return _bad_line(where, where, f"cannot be parsed: {_excerpt(line)}")
 
     def _undecodable(self, raw: bytes, where: str) -> Target:
         if len(self.kinds) == 1:
@@ -265,12 +304,21 @@ class ListSource:
             await self._closer()
 
 
-def _missing(target: Target) -> Target:
-    """``target`` with a ``not_found`` error if its path does not exist now (a link is followed)."""
+def _missing(target: Target, where: str) -> Target:
+    """``target`` with a ``not_found`` error if its path does not exist now (a link is followed), or
+    a ``bad_target`` one (naming the line, ``where``) if it is no path at all."""
     try:
         os.stat(target.target)
     except (FileNotFoundError, NotADirectoryError):
         return msgspec.structs.replace(target, error=ErrorInfo("no such file or directory", "not_found"))
-    except (OSError, ValueError):
-        pass  # unreadable, or a name the OS refuses: the engine says which, in its own words
+    except OSError:
+        pass  # unreadable, or too long a name: the engine says which, in its own words
+    except ValueError:
+        # a NUL byte (JSON can spell one, no path holds one), or a name the file system encoding
+        # cannot spell: no engine could open it, and a NUL would split an engine's batch of paths
+        why = "holds a NUL byte" if "\0" in target.target else "cannot be encoded as a file name"
+        return _placed(
+            msgspec.structs.replace(target, error=ErrorInfo(f"not a usable path: it {why}", "bad_target")),
+            where,
+        )
     return target

@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from scanner.errors import SourceError, TargetError
-from scanner.model import Kind
+from scanner.model import Kind, Target
 from scanner.sources.lists import ListSource, parse_ndjson_target, parse_site, parse_url
 
 
@@ -120,3 +120,96 @@ async def test_sites_have_no_content_and_urls_open_lazily() -> None:
         source.open(parse_site("example.com"))
     assert info.value.code == "no_content"
     await source.aclose()
+
+
+@pytest.mark.parametrize(
+    "line", ["http://[::1", "https://[::1/x", "http://[abc]/", "http://h:99999/", "http://h:x/"]
+)
+def test_a_url_urllib_cannot_split_is_an_error_target_not_an_exception(line: str) -> None:
+    t = parse_url(line)
+    assert (t.kind, t.target) == (Kind.URL, line)
+    assert t.error is not None and t.error.code == "bad_target" and "not a valid URL" in t.error.message
+
+
+@pytest.mark.anyio
+async def test_an_unsplittable_url_costs_its_own_line_only(tmp_path: Path) -> None:
+    # it used to raise in the reader thread and end the whole run as an internal error
+    urls = tmp_path / "urls.txt"
+    urls.write_text("https://example.com/a\nhttp://[::1\nhttps://example.com/b\n")
+    source = ListSource(f"urls:{urls}", frozenset({Kind.URL}), lambda s, _: parse_url(s), path=str(urls))
+    got = [(t.target, t.error.code if t.error else None) for t in [t async for t in source.targets()]]
+    assert got == [
+        ("https://example.com/a", None),
+        ("http://[::1", "bad_target"),
+        ("https://example.com/b", None),
+    ]
+
+    here = tmp_path / "here.txt"
+    here.write_text("x")
+    stdin = tmp_path / "in.ndjson"
+    stdin.write_bytes(
+        orjson.dumps({"kind": "file", "target": str(here)})
+        + b"\n"
+        + orjson.dumps({"kind": "url", "target": "http://[::1"})
+        + b"\n"
+    )
+    source = ListSource("stdin", frozenset(Kind), parse_ndjson_target, path=str(stdin))
+    got_stdin = [t async for t in source.targets()]
+    assert [(t.target, t.error.code if t.error else None) for t in got_stdin] == [
+        (str(here), None),
+        ("http://[::1", "bad_target"),
+    ]
+    assert got_stdin[1].error is not None and got_stdin[1].error.message.startswith("stdin:2: ")
+
+
+@pytest.mark.anyio
+async def test_a_parser_that_raises_value_error_costs_one_line_not_the_stream(tmp_path: Path) -> None:
+    def parse(line: str, where: str) -> Target:
+        if line == "boom":
+            raise ValueError("a fault no parser foresaw")
+        return parse_url(line)
+
+    urls = tmp_path / "urls.txt"
+    urls.write_text("https://example.com/a\nboom\nhttps://example.com/b\n")
+    source = ListSource(f"urls:{urls}", frozenset({Kind.URL}), parse, path=str(urls))
+    got = [t async for t in source.targets()]
+    assert [(t.kind, t.target, t.error.code if t.error else None) for t in got] == [
+        (Kind.URL, "https://example.com/a", None),
+        (Kind.URL, "boom", "bad_target"),
+        (Kind.URL, "https://example.com/b", None),
+    ]
+    stdin = tmp_path / "in.ndjson"
+    stdin.write_text("boom\nhttps://example.com/b\n")
+    source = ListSource("stdin", frozenset(Kind), parse, path=str(stdin))
+    got = [t async for t in source.targets()]
+    assert [(t.target, t.error.code if t.error else None) for t in got] == [
+        ("stdin:1", "bad_target"),
+        ("https://example.com/b", None),
+    ]
+
+
+@pytest.mark.anyio
+async def test_a_stdin_path_with_a_nul_byte_is_a_bad_target_line(tmp_path: Path) -> None:
+    # it used to reach the YARA engine, whose request frame NUL separates: the worker died
+    here = tmp_path / "here.txt"
+    here.write_text("x")
+    stdin = tmp_path / "in.ndjson"
+    stdin.write_bytes(
+        orjson.dumps({"kind": "file", "target": str(here) + "\0.txt"})
+        + b"\n"
+        + orjson.dumps({"kind": "file", "target": str(here)})
+        + b"\n"
+    )
+    source = ListSource("stdin", frozenset(Kind), parse_ndjson_target, path=str(stdin))
+    bad, good = [t async for t in source.targets()]
+    assert bad.error is not None and bad.error.code == "bad_target"
+    assert bad.error.message == "stdin:1: not a usable path: it holds a NUL byte"
+    assert good.error is None
+
+
+def test_a_url_quoted_from_a_bad_line_loses_its_query_and_userinfo() -> None:
+    line = '{"kind": "url", "target": "https://u:pw@b.example/k?X-Amz-Security-Token=SECRET'
+    t = parse_ndjson_target(line, "stdin:3")
+    assert t.error is not None and t.error.code == "bad_target"
+    assert "SECRET" not in t.error.message and "pw" not in t.error.message
+    assert "https://b.example/k?\u2026" in t.error.message

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import ssl
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -26,6 +27,8 @@ from scanner.testing import MemorySink, eicar
 pytestmark = pytest.mark.anyio
 
 LIMIT = 64 << 10  # the engine's size limit in these tests
+SECRET = "hunter2-pw"
+TOKEN = "X-Amz-Security-Token=SESSIONTOKEN&X-Amz-Signature=SIGNATURE"
 CLEAN = b"nothing to see here\n" * 100
 
 
@@ -58,6 +61,8 @@ class Server:
         app.router.add_get("/redirect", answer(301, location="/eicar.com"))
         app.router.add_get("/loop", answer(302, location="/loop"))
         app.router.add_get("/to-ftp", answer(302, location="ftp://127.0.0.1/x"))
+        app.router.add_get("/to-ftp-signed", answer(302, location=f"ftp://user:{SECRET}@127.0.0.1/x?{TOKEN}"))
+        app.router.add_get("/trickle", self._trickle)
         app.router.add_get("/slow-head", self._slow_head)
         app.router.add_get("/slow-body", self._slow_body)
         app.router.add_get("/big", answer(body=b"\0" * (LIMIT + 1)))
@@ -75,6 +80,14 @@ class Server:
         await resp.write(b"x" * 10)
         await anyio.sleep(30)
         return resp
+
+    async def _trickle(self, request: web.Request) -> web.StreamResponse:
+        # a byte well within every read timeout, for ever: only a deadline per target ends it
+        resp = web.StreamResponse(headers={"Content-Length": str(1 << 30)})
+        await resp.prepare(request)
+        while True:
+            await resp.write(b"x")
+            await anyio.sleep(0.05)
 
     async def _big_chunked(self, request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse()
@@ -264,3 +277,218 @@ async def test_scan_stdin_urls_and_bad_lines(server: Server, tmp_path: Path) -> 
     assert got["stdin:2"]["error"]["message"] == "not valid JSON: garbage"
     assert got["/missing"]["error"]["code"] == "http_404"
     assert got[str(tmp_path / "nope")]["error"]["code"] == "not_found"
+
+
+# The deadline per target.
+
+
+async def test_a_trickling_body_ends_at_the_deadline_per_target(server: Server) -> None:
+    # a byte every 50 ms never trips the read timeout; it used to hold its job for ever
+    source = url_source(read_timeout=5, total_timeout=1)
+    try:
+        started = time.monotonic()
+        with anyio.fail_after(10):
+            with pytest.raises(TargetError) as info:
+                await drain(source, server.base + "/trickle")
+    finally:
+        await source.aclose()
+    assert 0.9 < time.monotonic() - started < 5
+    assert info.value.code == "timeout" and "1 s limit per target" in info.value.message
+    assert "bytes of the body" in info.value.message and not info.value.retryable
+
+
+async def test_the_deadline_covers_the_wait_for_the_answer(server: Server) -> None:
+    source = url_source(read_timeout=20, total_timeout=0.5)
+    try:
+        started = time.monotonic()
+        with anyio.fail_after(10):
+            with pytest.raises(TargetError) as info:
+                async with source.open(parse_url(server.base + "/slow-head")):
+                    pass
+    finally:
+        await source.aclose()
+    assert time.monotonic() - started < 5
+    assert info.value.code == "timeout" and "limit per target" in info.value.message
+
+
+async def test_a_trickling_url_is_a_timeout_line_through_the_engine(server: Server) -> None:
+    source = url_source(read_timeout=5, total_timeout=1)
+    sink = MemorySink()
+    try:
+        with anyio.fail_after(30):
+            async with YaraEngine(Config(max_file_size=4 << 30, processes=1)) as engine:
+                targets = [parse_url(server.base + "/trickle"), parse_url(server.base + "/clean.txt")]
+                await Pipeline([_Listed(source, targets)], engine, sink, max_at_once=4).run()
+    finally:
+        await source.aclose()
+    got = {v.target.target.removeprefix(server.base): v for v in sink.verdicts}
+    assert got["/clean.txt"].status is Status.CLEAN
+    error = got["/trickle"].error
+    assert got["/trickle"].status is Status.ERROR and error is not None and error.code == "timeout"
+
+
+# Redirects: checked hop by hop; no URL's query or userinfo in a message.
+
+
+async def test_a_redirect_message_never_quotes_a_token(server: Server) -> None:
+    source = url_source()
+    try:
+        with pytest.raises(TargetError) as info:
+            async with source.open(parse_url(server.base + "/to-ftp-signed")):
+                pass
+    finally:
+        await source.aclose()
+    message = info.value.message
+    assert info.value.code == "redirects" and "unusable URL" in message
+    for secret in (SECRET, "SESSIONTOKEN", "SIGNATURE", "X-Amz"):
+        assert secret not in message, message
+
+
+@pytest.mark.parametrize(
+    ("location", "https_only", "want"),
+    [
+        ("/b?x=1#frag", False, "http://h.example/b?x=1"),
+        ("c", False, "http://h.example/a/c"),
+        ("//other.example/p", False, "http://other.example/p"),
+        ("https://s.example/", False, "https://s.example/"),
+        ("http://h.example/b", False, "http://h.example/b"),
+        ("https://s.example/", True, "https://s.example/"),
+    ],
+)
+def test_next_hop_resolves_like_a_browser(location: str, https_only: bool, want: str) -> None:
+    from yarl import URL
+
+    from scanner.sources._http_body import next_hop
+
+    current = URL("https://h.example/a/b") if https_only else URL("http://h.example/a/b")
+    assert str(next_hop(current, location, https_only=https_only)) == want
+
+
+@pytest.mark.parametrize(
+    ("location", "message"),
+    [
+        ("http://h.example/b?X-Amz-Signature=SIG", "downgrade"),
+        ("HTTP://h.example/b", "downgrade"),
+        ("ftp://h.example/b?token=SIG", "unusable URL"),
+        ("http://[::1", "unusable URL"),
+        ("mailto:a@b.example", "unusable URL"),
+    ],
+)
+def test_next_hop_refuses_a_downgrade_and_other_schemes(location: str, message: str) -> None:
+    from yarl import URL
+
+    from scanner.sources._http_body import next_hop
+
+    with pytest.raises(TargetError) as info:
+        next_hop(URL("https://h.example/a"), location, https_only=True)
+    assert info.value.code == "redirects" and message in info.value.message
+    assert "SIG" not in info.value.message
+
+
+def _test_ca(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
+    """A throw-away CA and a server certificate for 127.0.0.1 it signed: the server's TLS context and
+    the CA's PEM, which only the test's own client trusts."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "scanner test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_pem = tmp_path / "ca.pem"
+    ca_pem.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    chain = tmp_path / "server.pem"
+    chain.write_bytes(
+        cert.public_bytes(serialization.Encoding.PEM)
+        + key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(chain)
+    return server_ctx, ca_pem
+
+
+async def test_an_https_url_is_never_redirected_to_plain_http(server: Server, tmp_path: Path) -> None:
+    # aiohttp follows https -> http; content fetched in clear could be changed on the way
+    server_ctx, ca_pem = _test_ca(tmp_path)
+    app = web.Application()
+    app.router.add_get("/eicar.com", answer(body=eicar()))
+    app.router.add_get("/to-http", answer(302, location=server.base + f"/eicar.com?{TOKEN}"))
+    app.router.add_get("/to-https", answer(302, location="/eicar.com"))
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx)
+    await site.start()
+    base = f"https://127.0.0.1:{runner.addresses[0][1]}"
+    source = url_source(ca_file=str(ca_pem))
+    try:
+        with anyio.fail_after(10):
+            # the test CA is trusted by this client only, and an https -> https redirect works
+            async with source.open(parse_url(base + "/to-https")) as body:
+                assert b"".join([c async for c in body.chunks()]) == eicar()
+            with pytest.raises(TargetError) as info:
+                async with source.open(parse_url(base + "/to-http")):
+                    pass
+            # a client with the system store alone does not trust the test CA: verification is on
+            plain = url_source()
+            try:
+                with pytest.raises(TargetError) as untrusted:
+                    async with plain.open(parse_url(base + "/eicar.com")):
+                        pass
+            finally:
+                await plain.aclose()
+    finally:
+        await source.aclose()
+        await runner.cleanup()
+    assert info.value.code == "redirects" and "downgrade" in info.value.message
+    assert "SESSIONTOKEN" not in info.value.message and "SIGNATURE" not in info.value.message
+    assert untrusted.value.code == "tls"
