@@ -66,6 +66,7 @@ __all__ = (
     "Timeouts",
     "VendorClient",
     "count_tries",
+    "describe_transport_error",
     "full_jitter",
 )
 
@@ -73,6 +74,27 @@ log = logging.getLogger("scanner.http")
 
 #: requests sent on behalf of the scan running in this task, retries included (see count_tries)
 _tries: ContextVar[list[int] | None] = ContextVar("scanner_http_tries", default=None)
+
+
+def describe_transport_error(exc: BaseException) -> str:
+    """An aiohttp or socket failure in the words an operator needs (aiohttp's own name internals)."""
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return "not a usable URL"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "cannot resolve the host name"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect ({exc.os_error.strerror or type(exc.os_error).__name__})"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "server closed the connection"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "response body cut short"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"bad answer from the server ({exc.message})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return f"{type(exc).__name__}: {exc}"
 
 
 @contextmanager
@@ -476,15 +498,7 @@ class VendorClient:
         return self._classify(where, Response(status, resp_headers, payload, attempt, hint))
 
     def _describe(self, exc: BaseException) -> str:
-        if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
-            return "timed out"
-        if isinstance(exc, aiohttp.ServerDisconnectedError):
-            return "server closed the connection"
-        if isinstance(exc, aiohttp.ClientConnectorError):
-            return f"cannot connect ({exc.os_error.strerror or type(exc.os_error).__name__})"
-        if isinstance(exc, aiohttp.ClientPayloadError):
-            return "response body cut short"
-        return self.redact.text(f"{type(exc).__name__}: {exc}")
+        return self.redact.text(describe_transport_error(exc))
 
     def _classify(self, where: _Where, resp: Response) -> Response:
         status, hint = resp.status, resp.hint

@@ -44,6 +44,7 @@ from yarl import URL
 
 from .. import __version__
 from .._content import CHUNK
+from .._http import describe_transport_error
 from ..errors import TargetError
 from ..model import Kind, Target
 from ._urltext import quote_url, scrub_urls
@@ -265,22 +266,4 @@ def _over_deadline(limit: float, doing: str) -> TargetError:
 
 
 def _describe(exc: BaseException) -> str:
-    return scrub_urls(_describe_raw(exc))
-
-
-def _describe_raw(exc: BaseException) -> str:
-    if isinstance(exc, aiohttp.InvalidURL):
-        return "not a usable URL"
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return "cannot resolve the host name"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect ({exc.os_error.strerror or type(exc.os_error).__name__})"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "server closed the connection"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return "response body cut short"
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return f"bad answer from the server ({exc.message})"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return f"{type(exc).__name__}: {exc}"
+    return scrub_urls(describe_transport_error(exc))
