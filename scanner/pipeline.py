@@ -8,7 +8,8 @@
 An engine with a batch lane (:class:`~scanner.engines._base.BatchEngine`, the embedded YARA engine)
 gets ``max_at_once / batch_size`` workers instead, each taking as many waiting targets as it can (up
 to ``batch_size``, never waiting for more) and handing them to the engine in one call: the per-target
-coroutine, future and stream hops cost more than scanning a small file does.
+coroutine, future and stream hops cost more than scanning a small file does. Only when every source
+lists files: a batch ends with its slowest target, and a slow download in it would hold back the rest.
 
 Three limits keep a run polite and its memory flat, and each has statistics:
 
@@ -46,13 +47,14 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .engines._base import BatchEngine, Engine
 from .errors import QuotaExhausted, ScannerError, SourceError
-from .model import ErrorInfo, Outcome, Status, Target, Verdict, error_info, utcnow
+from .model import ErrorInfo, Kind, Outcome, Status, Target, Verdict, error_info, utcnow
 from .sinks._base import Sink
 from .sources._base import BatchSource, Source
 
 __all__ = ("Pipeline", "PipelineStatistics", "Summary")
 
 log = logging.getLogger("scanner.pipeline")
+_FILE_ONLY = frozenset({Kind.FILE})
 
 _WRITE_BATCH = 1024
 _T = TypeVar("_T")
@@ -236,7 +238,11 @@ class Pipeline:
         """Run to the end of every source (or a stop). Raises a halting ScannerError other than quota."""
         self._started = time.monotonic()
         targets_send, targets_recv = anyio.create_memory_object_stream[_Job](self._buffer)
-        batch = self._engine.batch_size if isinstance(self._engine, BatchEngine) else 0
+        # The batch lane only for sources of files, which a batch engine reads by path at once: a
+        # batch waits for its slowest target, and one slow download (a URL, an S3 object) in it
+        # would hold back every line of the batch. Other sources get one coroutine per target.
+        files_only = all(source.kinds <= _FILE_ONLY for source in self._sources)
+        batch = self._engine.batch_size if isinstance(self._engine, BatchEngine) and files_only else 0
         # Batch workers split max_at_once between them (the last may take a smaller batch), so
         # jobs in flight never exceed the bound, whatever --jobs and the batch size are.
         sizes = [1] * self._max_at_once

@@ -68,15 +68,15 @@ async def test_a_batch_call_that_raises_gives_every_target_of_it_an_error_line()
 async def test_targets_decided_before_the_engine_never_reach_it() -> None:
     targets = [
         Target(Kind.FILE, "/broken", error=ErrorInfo("cannot list directory", "unreadable_dir")),
-        Target(Kind.SITE, "example.org"),
         Target(Kind.FILE, "/big", size=10_000),
         Target(Kind.FILE, "/ok", size=10),
     ]
     engine = BatchScriptedEngine(accepts=frozenset({Kind.FILE}), max_size=1000)
-    sink, _ = await run(MemorySource(targets), engine)
+    source = MemorySource(targets)
+    source.kinds = frozenset({Kind.FILE})  # a source of files: the batch lane's
+    sink, _ = await run(source, engine)
     by = {v.target.target: v for v in sink.verdicts}
     assert by["/broken"].status is Status.ERROR
-    assert by["example.org"].status is Status.SKIPPED
     assert by["/big"].status is Status.UNSCANNABLE
     assert by["/ok"].status is Status.CLEAN
     assert sum(engine.batches) == 1  # only /ok was scanned
@@ -99,3 +99,25 @@ async def test_quota_in_a_batch_skips_the_rest_and_auth_halts_the_run() -> None:
 
     with pytest.raises(AuthError):
         await run(MemorySource(count=100), BatchScriptedEngine(auth))
+
+
+async def test_a_slow_download_holds_back_no_other_line() -> None:
+    # A batch waits for its slowest target: with URLs (or S3 objects) in it, one slow download
+    # held back every line of its batch. Sources of anything but files get a coroutine a target.
+    slow = anyio.Event()
+
+    async def script(t: Target) -> Outcome:
+        if t.target == "mem://0":
+            await slow.wait()
+        return Outcome(Status.CLEAN)
+
+    engine = BatchScriptedEngine(script, batch_size=16)
+    sink = MemorySink()
+    p = Pipeline([MemorySource(count=40, kind=Kind.URL)], engine, sink, max_at_once=32)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(p.run)
+        with anyio.fail_after(10):
+            while len(sink.verdicts) < 39:  # every line but the slow one's, while it is still slow
+                await anyio.sleep(0.01)
+        slow.set()
+    assert len(sink.verdicts) == 40 and engine.batches == []
