@@ -171,6 +171,10 @@ def identity(target: Target) -> str:
     real line for that target must not be taken as done because the malformed one was written."""
     name = target.target
     raw = raw_name(name)
+    if raw is None and "\x00" in name:
+        # no file has such a name, but a malformed input line may: SQLite's JSON functions end a
+        # string at a NUL, so the key would never match its own row (a resumed run wrote it again)
+        raw = name.encode("utf-8")
     base = f"{target.kind.value}:{name}" if raw is None else f"{_RAW_PREFIX[target.kind]}{raw.hex()}"
     if target.version_id and target.kind is Kind.S3:
         base = f"{base}#{target.version_id}"

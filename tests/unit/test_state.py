@@ -435,19 +435,22 @@ async def test_a_target_with_a_listing_error_is_done_once_written_and_never_unch
     missing = Target(Kind.FILE, "/missing", error=ErrorInfo("no such file or directory", "not_found"))
     unreadable = Target(Kind.FILE, "/d\udcff", error=ErrorInfo("permission denied", "unreadable"))
     bad = Target(Kind.URL, "ftp://x", error=ErrorInfo("not an http(s) URL", "bad_target"))
-    errored = [missing, unreadable, bad]
+    # a NUL in a stdin path: SQLite's JSON functions end a string there, so it is keyed by its bytes
+    nul = [Target(Kind.FILE, f"/d/{c}\x00.txt", error=ErrorInfo("NUL in path", "bad_target")) for c in "ab"]
+    errored = [nul[0], missing, unreadable, bad, nul[1]]
     lines = [Verdict.of(t, "yara", Outcome(Status.ERROR, error=t.error)) for t in errored]
     run = await store.begin_run(str(out), "yara")
-    store.record(lines[:1], run.run_id)
+    store.record(lines[:2], run.run_id)
     await store.commit()
-    # killed with the other two lines past the last commit: the resumed run reads them back
+    # killed with the other three lines past the last commit: the resumed run reads them back
     out.write_bytes(b"".join(map(encode_verdict, lines)))
-    assert await store.reconcile(str(out), len(encode_verdict(lines[0])), run.run_id) == 2
-    assert [f for f, _ in await store.triage("yara", errored, run_id=run.run_id)] == [DONE] * 3
+    committed = sum(len(encode_verdict(v)) for v in lines[:2])
+    assert await store.reconcile(str(out), committed, run.run_id) == 3
+    assert [f for f, _ in await store.triage("yara", errored, run_id=run.run_id)] == [DONE] * 5
     # the next run tries each again, whatever else it skips
     later = await store.triage("yara", errored, skip_unchanged=True, rows=True)
-    assert [f for f, _ in later] == [SCAN] * 3
-    assert [f for f, _ in await store.triage("yara", errored, skip_unchanged=True)] == [SCAN] * 3
+    assert [f for f, _ in later] == [SCAN] * 5
+    assert [f for f, _ in await store.triage("yara", errored, skip_unchanged=True)] == [SCAN] * 5
     await store.aclose()
 
 
