@@ -24,7 +24,7 @@ import anyio
 
 from . import __version__, config, engines, logs, sources
 from .errors import ScannerError, UsageError
-from .model import Status, Verdict
+from .model import Kind, Status, Target, Verdict, as_written
 from .pipeline import Pipeline, Summary
 from .progress import Progress, format_counts
 from .sinks._base import Sink
@@ -641,7 +641,7 @@ def _print_summary(
     )
     for v in notable.found:
         names = ", ".join(f.name for f in v.findings) or v.status.value
-        lines.append(f"  {v.status.value}: {v.target.target} ({names})")
+        lines.append(f"  {v.status.value}: {_shown(v.target)} ({names})")
     if summary.findings > len(notable.found):
         lines.append(f"  ... and {summary.findings - len(notable.found):,} more in {output}")
     if summary.errors_by_code:
@@ -650,7 +650,10 @@ def _print_summary(
         )
         lines.append(f"  not scanned, by cause: {causes}")
     for v in notable.failed:
-        lines.append(f"  error: {v.target.target}: {v.error.message if v.error else ''}")
+        lines.append(f"  error: {_shown(v.target)}: {v.error.message if v.error else ''}")
+    failed = summary.by_status.get(Status.ERROR, 0)
+    if notable.failed and failed > len(notable.failed):
+        lines.append(f"  ... and {failed - len(notable.failed):,} more errors in {output}")
     if summary.halted is not None:
         lines.append(f"  halted: {summary.halted.message}")
     for message in summary.source_errors:
@@ -662,7 +665,25 @@ def _print_summary(
         lines.append(f"  not rescanned: {reasons}")
     if summary.interrupted:
         lines.extend(_interrupted_lines(summary, listing_done=listing_done, state=state))
-    _write_stderr("".join(line + "\n" for line in lines))
+    # a name or a message may hold a newline or a terminal escape: never a forged line in a cron log
+    _write_stderr("".join(_CONTROL.sub(_escape, line) + "\n" for line in lines))
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape(m: re.Match[str]) -> str:
+    return m.group().encode("unicode_escape").decode("ascii")
+
+
+def _shown(target: Target) -> str:
+    """A target's name for the summary: undecodable bytes as its line spells them, and a URL
+    without its query string or credentials (the cron log is no place for a token)."""
+    if target.kind is Kind.URL:
+        from .sources._urltext import quote_url
+
+        return quote_url(target.target)
+    return as_written(target.target)
 
 
 def _interrupted_lines(summary: Summary, *, listing_done: bool, state: str | None) -> list[str]:
