@@ -429,6 +429,7 @@ def _resumable(output: str) -> str | None:
 
 async def _scan(args: argparse.Namespace) -> int:
     _check_state_flags(args)
+    _check_ranges(args)
     settings = config.load(args.config)
     engines.validate_all(settings)
     engine = engines.build(args.engine, settings)
@@ -469,6 +470,21 @@ async def _scan(args: argparse.Namespace) -> int:
     finally:
         if claimed is not None:
             os.close(claimed)
+
+
+def _check_ranges(args: argparse.Namespace) -> None:
+    """Filters that no target can pass are a typo, not a clean night: say so instead of exiting 0."""
+    if args.min_size is not None and args.max_size is not None and args.min_size > args.max_size:
+        raise UsageError(
+            f"--min-size {args.min_size:,} is more than --max-size {args.max_size:,}: nothing can match"
+        )
+    since, before = args.modified_since, args.modified_before
+    if since is not None and before is not None and since >= before:
+        raise UsageError(
+            f"--modified-since {since.isoformat(timespec='seconds')} is not before "
+            f"--modified-before {before.isoformat(timespec='seconds')}: "
+            "nothing can match"
+        )
 
 
 def _check_state_flags(args: argparse.Namespace) -> None:

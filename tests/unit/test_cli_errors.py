@@ -121,6 +121,11 @@ def test_worker_processes_that_die_at_start_give_the_cause(
         (["--include", "[z-a]"], "argument --include: '[z-a]' can never match"),
         (["--exclude", "*.[9-0]"], "argument --exclude: '*.[9-0]' can never match"),
         (["--include", ""], "argument --include: an empty pattern matches nothing"),
+        (["--min-size", "10", "--max-size", "5"], "--min-size 10 is more than --max-size 5"),
+        (
+            ["--modified-since", "1d", "--modified-before", "2d"],
+            "is not before --modified-before",
+        ),
     ],
 )
 def test_option_values_that_cannot_mean_anything_are_usage_errors(
@@ -133,6 +138,7 @@ def test_option_values_that_cannot_mean_anything_are_usage_errors(
 
 def test_option_values_at_their_bounds_are_accepted(sandbox: Path, capfd: pytest.CaptureFixture[str]) -> None:
     flags = ["--jobs", "1", "--drain-timeout", "0", "--progress-interval", "1", "--include", "["]
+    flags += ["--min-size", "5", "--max-size", "5", "--modified-since", "2d", "--modified-before", "1d"]
     code, err = run(capfd, ["scan", "d", "-q", "-o", os.devnull, *flags])
     assert code == 0, err  # '[' is a literal to fnmatch: a file may be named so, it is not an error
 
