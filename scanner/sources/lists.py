@@ -8,7 +8,8 @@ come. Blank lines and ``#`` comments are ignored. A malformed line, in a list or
 ``target`` is named ``stdin:LINE``. A relative path on stdin is resolved against the working
 directory; a path that does not exist is an error line ``not_found``, one that cannot be a path (a NUL
 byte) ``bad_target``. A line no parser foresaw (a ValueError from it) is still only its own error line:
-nothing on one line can end the stream.
+nothing on one line can end the stream. A line longer than 1 MiB is skipped, never held, and is an
+error line ``bad_target`` named by its place (``stdin:LINE``, ``urls:FILE:LINE``).
 
 ``url`` targets are fetched with a plain HTTP GET (:mod:`._http_body`), whatever list named them;
 ``site`` targets have no content (they are whole sites, for vendor site scans).
@@ -140,42 +141,76 @@ def _str_or_none(v: object) -> str | None:
     return v if isinstance(v, str) and v else None
 
 
+class _Overlong:
+    """Stands, in :meth:`_LineReader.read`'s list, for a line longer than the cap: its bytes were
+    read and dropped, never held."""
+
+    __slots__ = ()
+
+
+_OVERLONG = _Overlong()
+
+
 class _LineReader:
     """Whole lines from a file descriptor, as soon as they arrive.
 
     Each :meth:`read` blocks (in a worker thread) only until *some* bytes are available, then returns
     every complete line it has, so a slow producer on a pipe is served line by line while a big file
     is served 64 KiB at a time. Returns None at end of input.
+
+    A line longer than ``max_line`` bytes is returned as ``_OVERLONG``, in its place among the
+    others: once the unfinished line outgrows the cap its bytes are read and dropped a chunk at a time
+    up to the next newline, so memory stays under the cap plus a chunk however long the line is.
     """
 
     _READ = 1 << 16
-    _MAX_LINE = 1 << 20
+    max_line = 1 << 20  # a longer line is skipped: see the class doc
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._tail = b""
         self._eof = False
+        #: dropping the rest of an overlong line, up to its newline
+        self._skipping = False
         #: lines handed out so far, blank ones included (for ``where`` in messages)
         self.number = 0
 
-    def read(self) -> list[bytes] | None:
+    def read(self) -> list[bytes | _Overlong] | None:
         while not self._eof:
             chunk = os.read(self._fd, self._READ)
             if not chunk:
                 self._eof = True
                 break
-            data = self._tail + chunk
+            lines: list[bytes | _Overlong] = []
+            if self._skipping:
+                end = chunk.find(b"\n")
+                if end < 0:
+                    continue
+                self._skipping = False
+                lines.append(_OVERLONG)
+                data = chunk[end + 1 :]
+            else:
+                data = self._tail + chunk
             cut = data.rfind(b"\n")
             if cut < 0:
-                if len(data) > self._MAX_LINE:
-                    raise SourceError(f"a line longer than {self._MAX_LINE} bytes")
-                self._tail = data
+                if len(data) > self.max_line:
+                    self._tail, self._skipping = b"", True
+                else:
+                    self._tail = data
+                if lines:
+                    return lines
                 continue
             self._tail = data[cut + 1 :]
-            return data[:cut].split(b"\n")
+            lines.extend(
+                line if len(line) <= self.max_line else _OVERLONG for line in data[:cut].split(b"\n")
+            )
+            return lines
+        if self._skipping:
+            self._skipping = False
+            return [_OVERLONG]
         if self._tail:
             last, self._tail = self._tail, b""
-            return [last]
+            return [last if len(last) <= self.max_line else _OVERLONG]
         return None
 
 
@@ -245,6 +280,9 @@ class ListSource:
         for raw in lines:
             reader.number += 1
             where = f"{self.name}:{reader.number}"
+            if isinstance(raw, _Overlong):
+                targets.append(self._overlong(where, reader.max_line))
+                continue
             try:
                 line = raw.decode("utf-8").strip()
             except UnicodeDecodeError:
@@ -268,6 +306,13 @@ class ListSource:
             (kind,) = self.kinds
             return Target(kind, line, error=ErrorInfo(f"{where}: cannot be parsed", "bad_target"))
         return _bad_line(where, where, f"cannot be parsed: {_excerpt(line)}")
+
+    def _overlong(self, where: str, most: int) -> Target:
+        # the line itself was never held: it is named by its place, in a list as on stdin
+        kind = next(iter(self.kinds)) if len(self.kinds) == 1 else Kind.FILE
+        return Target(
+            kind, where, error=ErrorInfo(f"a line longer than the limit of {most} bytes", "bad_target")
+        )
 
     def _undecodable(self, raw: bytes, where: str) -> Target:
         if len(self.kinds) == 1:

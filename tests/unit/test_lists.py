@@ -8,6 +8,7 @@ import pytest
 
 from scanner.errors import SourceError, TargetError
 from scanner.model import Kind, Target
+from scanner.sources import lists
 from scanner.sources.lists import ListSource, parse_ndjson_target, parse_site, parse_url
 
 
@@ -213,3 +214,91 @@ def test_a_url_quoted_from_a_bad_line_loses_its_query_and_userinfo() -> None:
     assert t.error is not None and t.error.code == "bad_target"
     assert "SECRET" not in t.error.message and "pw" not in t.error.message
     assert "https://b.example/k?\u2026" in t.error.message
+
+
+_LIMIT = "a line longer than the limit of 1048576 bytes"
+
+
+@pytest.mark.anyio
+async def test_an_overlong_stdin_line_is_one_error_target_and_the_stream_goes_on(tmp_path: Path) -> None:
+    # it used to end the whole source ("source failed: a line longer than 1048576 bytes")
+    here = tmp_path / "here.txt"
+    here.write_text("x")
+    ok = orjson.dumps({"kind": "file", "target": str(here)})
+    huge = orjson.dumps({"kind": "file", "target": "/" + "y" * 1_500_000})
+    stdin = tmp_path / "in.ndjson"
+    stdin.write_bytes(b"\n".join([ok, huge, b"garbage", ok, b"z" * 3_000_000]))  # the last has no newline
+    source = ListSource("stdin", frozenset(Kind), parse_ndjson_target, path=str(stdin))
+    got = [t async for t in source.targets()]
+    assert [(t.kind, t.target, t.error.code if t.error else None) for t in got] == [
+        (Kind.FILE, str(here), None),
+        (Kind.FILE, "stdin:2", "bad_target"),
+        (Kind.FILE, "stdin:3", "bad_target"),  # the lines after it keep their numbers
+        (Kind.FILE, str(here), None),
+        (Kind.FILE, "stdin:5", "bad_target"),
+    ]
+    assert got[1].error is not None and got[1].error.message == _LIMIT
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("prefix", "kind", "good"),
+    [("urls", Kind.URL, "https://example.com/a"), ("sites", Kind.SITE, "example.com")],
+)
+async def test_an_overlong_list_line_is_one_error_target_named_by_its_place(
+    tmp_path: Path, prefix: str, kind: Kind, good: str
+) -> None:
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(f"{good}\n".encode() + b"x" * 2_000_000 + f"\n\n{good}\n".encode())
+    name = f"{prefix}:{listing}"
+    parse = parse_url if kind is Kind.URL else parse_site
+    source = ListSource(name, frozenset({kind}), lambda s, _: parse(s), path=str(listing))
+    got = [t async for t in source.targets()]
+    assert [(t.kind, t.target, t.error.code if t.error else None) for t in got] == [
+        (kind, good, None),
+        (kind, f"{name}:2", "bad_target"),
+        (kind, good, None),
+    ]
+    assert got[1].error is not None and got[1].error.message == _LIMIT
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"a\n" + b"x" * 17 + b"\nb\n",  # overlong, but ends within the chunk that outgrew the cap
+        b"a\n" + b"x" * 100 + b"\nb\nc",  # skipped over many chunks
+        b"x" * 100,  # overlong and no newline at the end
+        b"x" * 100 + b"\n",
+        b"x" * 16 + b"\n" + b"y" * 17 + b"\n" + b"z" * 16,  # exactly the cap is still a line
+        b"a\n" + b"x" * 37 + b"\n" + b"y" * 41 + b"\nb",  # two in a row
+        b"\n\n" + b"x" * 30 + b"\n\n",
+    ],
+)
+def test_the_line_reader_drops_an_overlong_line_holding_no_more_than_the_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: bytes
+) -> None:
+    cap, chunk = 16, 4
+    monkeypatch.setattr(lists._LineReader, "max_line", cap)
+    monkeypatch.setattr(lists._LineReader, "_READ", chunk)
+    path = tmp_path / "in"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    reader = lists._LineReader(fd)
+    real_read = os.read
+
+    def read(fd: int, n: int) -> bytes:
+        # memory stays flat: never more than the cap plus a chunk held between reads
+        assert len(reader._tail) <= cap + chunk
+        return real_read(fd, n)
+
+    monkeypatch.setattr(lists.os, "read", read)
+    got: list[bytes | lists._Overlong] = []
+    try:
+        while (lines := reader.read()) is not None:
+            got.extend(lines)
+    finally:
+        os.close(fd)
+    want = data.split(b"\n")
+    if want[-1] == b"":
+        want.pop()
+    assert got == [line if len(line) <= cap else lists._OVERLONG for line in want]
