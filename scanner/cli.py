@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import anyio
 
 from . import __version__, config, engines, logs, sources
-from .errors import ScannerError, UsageError
+from .errors import ScannerError, UsageError, ours
 from .model import Kind, Status, Target, Verdict, as_written
 from .pipeline import Pipeline, Summary
 from .progress import Progress, format_counts
@@ -332,7 +332,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         _fail("interrupted")
         return 2
     except Exception as exc:
-        known = _known_error(exc)
+        known = ours(exc)
         if known is not None:
             _fail(known.message)
             return 2
@@ -344,21 +344,6 @@ def run(argv: Sequence[str] | None = None) -> int:
             + ("" if debug else " (run with --debug for the traceback)")
         )
         return 2
-
-
-def _known_error(exc: BaseException) -> ScannerError | None:
-    """``exc`` itself, or the first error of a group that holds nothing but ScannerErrors.
-
-    A task group wraps what its tasks raise; when every task failed for a reason of ours (N worker
-    processes that cannot start), the user gets that reason, not "unhandled errors in a TaskGroup".
-    """
-    if isinstance(exc, ScannerError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        inner = [_known_error(e) for e in exc.exceptions]
-        if inner and all(e is not None for e in inner):
-            return inner[0]
-    return None
 
 
 def _fail(message: str) -> None:

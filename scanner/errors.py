@@ -1,4 +1,4 @@
-"""The exception tree, and nothing else.
+"""The exception tree, and how to find ours inside an exception group.
 
 Two families matter to the pipeline (rule 8 of the house style):
 
@@ -29,6 +29,7 @@ __all__ = (
     "ThrottledError",
     "TransportError",
     "UsageError",
+    "ours",
 )
 
 
@@ -151,3 +152,22 @@ class ProtocolError(EngineError):
     """The engine answered something we cannot parse (malformed JSON, missing fields)."""
 
     code = "protocol"
+
+
+def ours(exc: BaseException) -> ScannerError | None:
+    """``exc`` itself if it is one of ours, or the first of an exception group whose every leaf is.
+
+    A task group wraps what its tasks raise; when each of them failed for a reason of ours (N worker
+    processes that cannot start), that reason is what the user should read, not "unhandled errors
+    in a TaskGroup"."""
+    if isinstance(exc, ScannerError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        matched, rest = exc.split(ScannerError)
+        if matched is not None and rest is None:
+            first: BaseException = matched
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            assert isinstance(first, ScannerError)
+            return first
+    return None

@@ -28,7 +28,7 @@ import anyio
 from anyio.abc import Process, TaskGroup
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from ..errors import EngineError
+from ..errors import EngineError, ours
 from ._frames import LEN as _LEN
 
 __all__ = ("WorkerDied", "WorkerPool")
@@ -100,7 +100,7 @@ class WorkerPool:
             except ExceptionGroup as group:
                 # every worker fails the same way (a permission, a missing module): report the first
                 # cause as itself, not as "unhandled errors in a TaskGroup"
-                first = _only_engine_errors(group)
+                first = ours(group)
                 if first is None:
                     raise
                 raise first from None
@@ -218,25 +218,6 @@ class WorkerPool:
             raise call.error
         assert call.result is not None
         return call.result
-
-
-def _only_engine_errors(group: BaseExceptionGroup[BaseException]) -> EngineError | None:
-    """The first leaf of ``group`` if every leaf is an EngineError, else None."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    if leaves and all(isinstance(e, EngineError) for e in leaves):
-        first = leaves[0]
-        assert isinstance(first, EngineError)
-        return first
-    return None
 
 
 async def _stop(worker: _Worker, grace: float = 5.0) -> None:
