@@ -681,7 +681,7 @@ def _shown(target: Target) -> str:
     """A target's name for the summary: undecodable bytes as its line spells them, and a URL
     without its query string or credentials (the cron log is no place for a token)."""
     if target.kind is Kind.URL:
-        from .sources._urltext import quote_url
+        from ._redact import quote_url
 
         return quote_url(target.target)
     return as_written(target.target)

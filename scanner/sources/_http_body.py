@@ -27,8 +27,8 @@ Every failure is a :class:`~scanner.errors.TargetError` with a stable code (one 
 goes on): ``http_<status>`` for an answer outside 2xx (after redirects), ``timeout``, ``transport``
 (refused, reset, unknown host), ``tls``, ``redirects`` (too many, to an unusable URL, or an https
 downgrade), ``read_failed`` (the body broke off). No aiohttp exception escapes. A URL quoted in a
-message has no query string and no userinfo (:mod:`._urltext`): a presigned URL's token or signature
-never reaches a verdict line, a log or the summary.
+message has no query string and no userinfo (:func:`scanner._redact.quote_url`): a presigned URL's
+token or signature never reaches a verdict line, a log or the summary.
 """
 
 from __future__ import annotations
@@ -45,9 +45,9 @@ from yarl import URL
 from .. import __version__
 from .._content import CHUNK
 from .._http import describe_transport_error
+from .._redact import quote_url, scrub_urls
 from ..errors import TargetError
 from ..model import Kind, Target
-from ._urltext import quote_url, scrub_urls
 
 __all__ = ("HttpBody", "UrlBodies", "next_hop")
 

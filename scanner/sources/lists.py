@@ -30,10 +30,10 @@ import anyio
 import msgspec
 import orjson
 
+from .._redact import scrub_urls
 from ..errors import SourceError, TargetError
 from ..model import ErrorInfo, Kind, Target
 from ._base import Body, LocalPath
-from ._urltext import scrub_urls
 
 if TYPE_CHECKING:
     from ._http_body import UrlBodies
