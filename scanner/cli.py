@@ -25,7 +25,7 @@ import anyio
 from . import __version__, config, engines, logs, sources
 from .errors import ScannerError, UsageError, ours
 from .model import Kind, Status, Target, Verdict, as_written
-from .pipeline import Pipeline, Summary
+from .pipeline import Pipeline, Summary, check_kinds
 from .progress import Progress, format_counts
 from .sinks._base import Sink
 
@@ -388,11 +388,6 @@ def _build_sink(output: str, settings: config.Settings, *, append: bool) -> Sink
     return ndjson
 
 
-def _resumable_sink(sink: Sink) -> bool:
-    """True for sinks whose partial output is worth keeping (a file or stdout, appended to on resume)."""
-    return not sink.name.startswith("s3://")
-
-
 def _claim(output: str) -> int | None:
     """Lock a file output for this run (see :func:`scanner.sinks.ndjson.claim`); the descriptor
     holding the lock, or None for stdout, S3 and anything that is not a regular file."""
@@ -413,8 +408,12 @@ def _resumable(output: str) -> str | None:
 
 
 async def _scan(args: argparse.Namespace) -> int:
+    """Start-up, in an order a kill at any step of leaves nothing half done: every check first, then
+    the output is claimed (locked, not cut), the store opened, the engine started (vendor reachable,
+    key good), and only then is the output opened for writing and a new run recorded."""
     _check_state_flags(args)
     _check_ranges(args)
+    _check_distinct(args.state, args.output)
     settings = config.load(args.config)
     engines.validate_all(settings)
     engine = engines.build(args.engine, settings)
@@ -437,6 +436,7 @@ async def _scan(args: argparse.Namespace) -> int:
         check = getattr(source, "check", None)
         if check is not None:
             check()
+    check_kinds(built, engine)
     jobs = args.jobs or engine.default_jobs
     # before the store is read or the output cut: a second run on this output stops here
     claimed = _claim(args.output)
@@ -455,6 +455,18 @@ async def _scan(args: argparse.Namespace) -> int:
     finally:
         if claimed is not None:
             os.close(claimed)
+
+
+def _check_distinct(state: str | None, output: str) -> None:
+    """The store and the report in one file would be neither: refuse before either is opened."""
+    if state is None or _resumable(output) is None:
+        return
+    paths = (os.path.realpath(state), os.path.realpath(output))
+    same = paths[0] == paths[1]
+    with contextlib.suppress(OSError):
+        same = same or os.path.samefile(*paths)
+    if same:
+        raise UsageError(f"--state and --output are the same file ({state}): give each its own path")
 
 
 def _check_ranges(args: argparse.Namespace) -> None:
@@ -499,64 +511,69 @@ async def _scan_with(
     store: StateStore | None,
 ) -> int:
     output = _resumable(args.output)
-    run = None if store is None else await store.begin_run(output, engine.name)
-    sink = _build_sink(args.output, settings, append=run is not None and run.resumed)
+    run = None if store is None else await store.resume_run(output, engine.name)
     notable = _Notable()
-    on_written = notable.collect
-    admission = committer = None
-    if store is not None and run is not None:
-        from .resume import Admission, Committer, Policy
-
-        if run.resumed and output is not None:
-            done = await store.reconcile(output, run.committed_offset, run.run_id)
-            log.warning(
-                "resuming the unfinished run writing %s (%d lines past its last commit recovered)",
-                output,
-                done,
-            )
-        policy = Policy(
-            skip_unchanged=args.skip_unchanged,
-            rescan_after=args.rescan_after.total_seconds() if args.rescan_after else float("inf"),
-            rescan_infected=args.rescan_infected,
-            emit_skipped=args.emit_skipped,
-        )
-        if run.resumed or policy.skip_unchanged:
-            # a fresh run that skips nothing needs no admission step (and no lookups)
-            admission = Admission(store, engine.name, run, policy)
-        attach = getattr(engine, "attach_state", None)
-        committer = Committer(
-            store,
-            run,
-            output=output,
-            position=getattr(sink, "position", None),
-            fsync=getattr(sink, "fsync", None),
-            cache=attach is not None,  # only an engine given the store reads its content cache
-        )
-        if attach is not None:
-            attach(store, args.cache_age.total_seconds())
-
-        async def on_written(verdicts: Sequence[Verdict]) -> None:
-            await notable.collect(verdicts)
-            await committer(verdicts)
-
-    pipeline = Pipeline(
-        built,
-        engine,
-        sink,
-        max_at_once=jobs,
-        admit=admission,
-        on_written=on_written,
-        drain_timeout=args.drain_timeout,
-    )
-    pipeline.check()
-    progress = Progress("none" if args.quiet else args.progress, interval=args.progress_interval)
     summary: Summary | None = None
+    sink: Sink | None = None
     try:
         fatal: ScannerError | None = None
         async with AsyncExitStack() as stack:
-            if committer is not None:
-                await stack.enter_async_context(committer)  # group commits in the background
+            # a vendor that is down or a key that is refused ends the run here, report untouched
             await stack.enter_async_context(engine)
+            sink = _build_sink(args.output, settings, append=run is not None)
+            on_written = notable.collect
+            admission = committer = None
+            if store is not None:
+                from .resume import Admission, Committer, Policy
+
+                if run is None:
+                    # only now that the output holds nothing of an earlier run: a kill before this
+                    # leaves the earlier run as it was, a kill after leaves this run and its report
+                    run = await store.new_run(output, engine.name, sealed=sink.durable_lines)
+                elif output is not None:
+                    done = await store.reconcile(output, run.committed_offset, run.run_id)
+                    log.warning(
+                        "resuming the unfinished run writing %s (%d lines past its last commit recovered)",
+                        output,
+                        done,
+                    )
+                policy = Policy(
+                    skip_unchanged=args.skip_unchanged,
+                    rescan_after=args.rescan_after.total_seconds() if args.rescan_after else float("inf"),
+                    rescan_infected=args.rescan_infected,
+                    emit_skipped=args.emit_skipped,
+                )
+                if run.resumed or policy.skip_unchanged:
+                    # a fresh run that skips nothing needs no admission step (and no lookups)
+                    admission = Admission(store, engine.name, run, policy)
+                attach = getattr(engine, "attach_state", None)
+                committer = Committer(
+                    store,
+                    run,
+                    output=output,
+                    position=getattr(sink, "position", None),
+                    fsync=getattr(sink, "fsync", None),
+                    cache=attach is not None,  # only an engine given the store reads its content cache
+                )
+                if attach is not None:
+                    attach(store, args.cache_age.total_seconds())
+                await stack.enter_async_context(committer)  # group commits in the background
+                record = committer
+
+                async def on_written(verdicts: Sequence[Verdict]) -> None:
+                    await notable.collect(verdicts)
+                    await record(verdicts)
+
+            pipeline = Pipeline(
+                built,
+                engine,
+                sink,
+                max_at_once=jobs,
+                admit=admission,
+                on_written=on_written,
+                drain_timeout=args.drain_timeout,
+            )
+            progress = Progress("none" if args.quiet else args.progress, interval=args.progress_interval)
             tg = await stack.enter_async_context(anyio.create_task_group())
             tg.start_soon(_watch_signals, pipeline)
             tg.start_soon(progress.run, pipeline)
@@ -578,16 +595,18 @@ async def _scan_with(
         with anyio.CancelScope(shield=True):
             for source in built:
                 await source.aclose()
-            if summary is None:
+            if summary is None and sink is not None:
                 await sink.abort()
     assert summary is not None  # run() either returned one or raised
+    assert sink is not None
     with anyio.CancelScope(shield=True):
-        if summary.interrupted and not _resumable_sink(sink):
+        if summary.interrupted and not sink.durable_lines:
             # an S3 report is all or nothing: an interrupted run must not look like a complete one
             log.warning("interrupted: the report to %s is discarded; run again to write it whole", sink.name)
             await sink.abort()
         await sink.aclose()
         if store is not None and run is not None and not summary.interrupted:
+            # after the report is whole where it lives: its targets count as reported from now on
             await store.finish_run(output, run.run_id)
     if not args.quiet:
         listing_done = pipeline.statistics().listing_done

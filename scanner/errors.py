@@ -25,6 +25,7 @@ __all__ = (
     "ServerError",
     "SinkError",
     "SourceError",
+    "StateError",
     "TargetError",
     "ThrottledError",
     "TransportError",
@@ -84,6 +85,13 @@ class SinkError(ScannerError):
     """Verdicts cannot be written (disk full, closed stdout, failed upload)."""
 
     code = "sink"
+    halts_run = True
+
+
+class StateError(ScannerError):
+    """The state store cannot be read or written (full disk, locked by another process, damaged)."""
+
+    code = "state"
     halts_run = True
 
 

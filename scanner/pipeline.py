@@ -51,7 +51,7 @@ from .model import ErrorInfo, Kind, Outcome, Status, Target, Verdict, error_info
 from .sinks._base import Sink
 from .sources._base import BatchSource, Source
 
-__all__ = ("Pipeline", "PipelineStatistics", "Summary")
+__all__ = ("Pipeline", "PipelineStatistics", "Summary", "check_kinds")
 
 log = logging.getLogger("scanner.pipeline")
 _FILE_ONLY = frozenset({Kind.FILE})
@@ -122,6 +122,15 @@ class Summary:
         if self.findings:
             return 1
         return 2 if self.incomplete else 0
+
+
+def check_kinds(sources: Sequence[Source], engine: Engine) -> None:
+    """Reject a run that can never work before it starts (no source kind the engine accepts)."""
+    for source in sources:
+        if not source.kinds & engine.accepts:
+            kinds = ", ".join(sorted(k.value for k in source.kinds))
+            accepts = ", ".join(sorted(k.value for k in engine.accepts))
+            raise SourceError(f"engine {engine.name} cannot scan {kinds} targets (it accepts {accepts})")
 
 
 class Pipeline:
@@ -197,13 +206,7 @@ class Pipeline:
 
     def check(self) -> None:
         """Reject a run that can never work before it starts (no source kind the engine accepts)."""
-        for source in self._sources:
-            if not source.kinds & self._engine.accepts:
-                kinds = ", ".join(sorted(k.value for k in source.kinds))
-                accepts = ", ".join(sorted(k.value for k in self._engine.accepts))
-                raise SourceError(
-                    f"engine {self._engine.name} cannot scan {kinds} targets (it accepts {accepts})"
-                )
+        check_kinds(self._sources, self._engine)
 
     # Control, callable from any task (signal handlers).
 

@@ -109,6 +109,9 @@ class Committer:
     consults it, a row per distinct content is pure cost (a random-order insert keyed by sha256).
     """
 
+    #: seconds a submission waits for others to share its commit
+    _SUBMISSION_LINGER = 0.05
+
     def __init__(
         self,
         store: StateStore,
@@ -133,6 +136,7 @@ class Committer:
         self._max_rows = max_rows
         self._last = time.monotonic()
         self._tg: TaskGroup | None = None
+        self._submissions = anyio.CancelScope()
         self._idle = anyio.Event()
         self._idle.set()
 
@@ -140,6 +144,7 @@ class Committer:
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
+        tg.start_soon(self._record_submissions)
         return self
 
     async def __aexit__(
@@ -147,9 +152,30 @@ class Committer:
     ) -> None:
         tg, self._tg = self._tg, None
         assert tg is not None
+        self._submissions.cancel()
         with anyio.CancelScope(shield=True):
-            await self._idle.wait()
+            await self._turn()
+            self._idle.set()
         await tg.__aexit__(exc_type, exc, tb)
+
+    async def _turn(self) -> None:
+        """Wait until no commit runs, and take the turn (set ``_idle`` again to give it back)."""
+        while not self._idle.is_set():
+            await self._idle.wait()  # another waiter may have taken the turn first: look again
+        self._idle = anyio.Event()
+
+    async def _record_submissions(self) -> None:
+        """Commit vendor submissions soon after the vendor answers, not with the next verdict line:
+        a job polling for minutes would otherwise lose its reference to a kill and upload again."""
+        with self._submissions:
+            while True:
+                await self._store.wait_submitted()
+                await anyio.sleep(self._SUBMISSION_LINGER)  # answers of one burst share a commit
+                await self._turn()
+                try:
+                    await self._store.commit(snapshot=self._store.take_submitted())
+                finally:
+                    self._idle.set()
 
     async def __call__(self, verdicts: Sequence[Verdict]) -> None:
         self._store.record(verdicts, self._run.run_id, cache=self._cache)
@@ -178,7 +204,6 @@ class Committer:
 
     async def flush(self) -> None:
         """Make the output durable, then record what it holds. Call shielded at the end of a run."""
-        await self._idle.wait()
+        await self._turn()
         snapshot, offset = self._store.take(), self._offset()
-        self._idle = anyio.Event()
         await self._commit(snapshot, offset)

@@ -24,7 +24,11 @@ Tables:
   keeps the verdict, version and time it had, and the run knows it wrote the line);
 * ``content``: per (engine, sha256): the verdict for that content, for the content cache;
 * ``pending``: per (engine, identity): the vendor reference (data_id, scan_id, ...) of a submission
-  still in flight, so a resumed run polls it instead of submitting again.
+  still in flight, so a resumed run polls it instead of submitting again;
+* ``unsealed``: the runs writing a report that exists only once it is complete (an S3 object). Their
+  rows say what was scanned, but no report holds those lines until the run seals it, so
+  ``--skip-unchanged`` never takes them as done: a run killed before it sealed its report is
+  scanned again by the next one instead of having its findings reported nowhere.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ import anyio
 import orjson
 
 from ._versions import file_version
-from .errors import ConfigError
+from .errors import ConfigError, StateError
 from .model import ErrorInfo, Finding, Kind, Outcome, Status, Target, Verdict, raw_name
 
 __all__ = (
@@ -76,6 +80,7 @@ CREATE TABLE IF NOT EXISTS pending (
     engine TEXT NOT NULL, identity TEXT NOT NULL, reference TEXT NOT NULL, submitted_at REAL NOT NULL,
     PRIMARY KEY (engine, identity)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS unsealed (run_id TEXT PRIMARY KEY) WITHOUT ROWID;
 """
 _SCHEMA_VERSION = "1"
 # Keys of names with undecodable bytes were once their ``\xNN`` spelling, which a name holding a
@@ -125,7 +130,8 @@ _LOOKUP = (
 # probe per target. Fates: 0 scan it, 1 this run already wrote its line, 2 unchanged. The fate most
 # targets had in the batch before (``?7``: 0 on a first run, 2 on a rerun) does not come back, so
 # neither a first run over a new tree nor a rerun over an unchanged one fetches a row a target; fate 2
-# always comes back when its rows are asked for (``?7`` = 0 then). A row
+# always comes back when its rows are asked for (``?7`` = 0 then). A row written by a run whose
+# report is not sealed is in no report, so it is never unchanged (the subquery is evaluated once). A row
 # whose ``skipped`` / ``unchanged`` line this run wrote (``?8``) is done too, and says ``skipped``:
 # what the line said, which is what counts for the run's exit status.
 _TRIAGE = """
@@ -135,7 +141,8 @@ SELECT key, fate, version, sha256, status, scanned_at, run_id FROM (
         WHEN t.identity IS NULL THEN 0
         WHEN t.run_id = ?2 OR t.run_id = ?8 THEN 1
         WHEN ?3 AND t.version = j.value AND t.status NOT IN ('error', 'skipped') AND t.scanned_at > ?4
-            AND NOT (?5 AND t.status IN ('infected', 'suspicious', 'vulnerable')) THEN 2
+            AND NOT (?5 AND t.status IN ('infected', 'suspicious', 'vulnerable'))
+            AND t.run_id NOT IN (SELECT run_id FROM unsealed) THEN 2
         ELSE 0 END AS fate
     FROM json_each(?6) AS j LEFT JOIN targets AS t ON t.engine = ?1 AND t.identity = j.key
 ) WHERE fate <> ?7
@@ -252,6 +259,7 @@ class StateStore:
         #: the fate most targets of the last triaged batch had: the next one's answer leaves it out
         self._usual_fate = SCAN
         self.commits = 0
+        self._submission: anyio.Event | None = None
 
     def __repr__(self) -> str:
         return f"<StateStore {self.path} buffered={self._buffered} commits={self.commits}>"
@@ -288,8 +296,8 @@ class StateStore:
         except BaseException as exc:
             if db is not None:
                 db.close()
-            if isinstance(exc, sqlite3.DatabaseError):
-                raise ConfigError(f"state store {path}: {exc}") from None
+            if isinstance(exc, sqlite3.Error):  # a --state that cannot be used: the run cannot start
+                raise ConfigError(_describe(path, exc)) from None
             if isinstance(exc, OSError):
                 raise ConfigError(f"state store {path}: {exc.strerror}") from None
             raise
@@ -309,30 +317,52 @@ class StateStore:
             raise
 
     async def _run(self, fn: Any, *args: Any) -> Any:
-        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        try:
+            return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        except sqlite3.Error as exc:
+            raise StateError(_describe(self.path, exc)) from None
 
     async def aclose(self) -> None:
         await self._run(self._db.close)
 
     # Runs.
 
-    async def begin_run(self, output: str | None, engine: str) -> Run:
-        """Resume the unfinished run writing ``output`` with ``engine``, or start a new one.
+    async def begin_run(self, output: str | None, engine: str, *, sealed: bool = True) -> Run:
+        """:meth:`resume_run`, or else :meth:`new_run`: for callers with no output to cut between."""
+        return await self.resume_run(output, engine) or await self.new_run(output, engine, sealed=sealed)
+
+    async def resume_run(self, output: str | None, engine: str) -> Run | None:
+        """The unfinished run writing ``output`` with ``engine``, to continue; None when there is none.
+        Writes nothing: deciding to start afresh leaves the store as it was.
 
         Only an output that still holds the run's committed lines (at least its committed offset)
         is resumed: one deleted or cut since is no longer that run's report, and the targets the
-        store says it wrote are not in it. The caller may have created (claimed) the file already.
-        ``output`` None (stdout, S3) can never be resumed: it gets a fresh run every time."""
-        result: Run = await self._run(self._begin_run, output, engine)
+        store says it wrote are not in it. ``output`` None (stdout, S3) is never resumed."""
+        if output is None:
+            return None
+        result: Run | None = await self._run(self._resume_run, output, engine)
         return result
 
-    def _begin_run(self, output: str | None, engine: str) -> Run:
-        if output is not None:
-            row = self._db.execute(
-                "SELECT run_id, finished, committed_offset, engine FROM runs WHERE output = ?", (output,)
-            ).fetchone()
-            if row is not None and not row[1] and row[3] == engine and _holds(output, row[2]):
-                return Run(row[0], True, row[2])
+    def _resume_run(self, output: str, engine: str) -> Run | None:
+        row = self._db.execute(
+            "SELECT run_id, finished, committed_offset, engine FROM runs WHERE output = ?", (output,)
+        ).fetchone()
+        if row is not None and not row[1] and row[3] == engine and _holds(output, row[2]):
+            return Run(row[0], True, row[2])
+        return None
+
+    async def new_run(self, output: str | None, engine: str, *, sealed: bool = True) -> Run:
+        """Record a new run writing ``output`` (None: one no later run can continue).
+
+        Call it only once the output holds nothing of an earlier run (truncated, or new): from the
+        moment this returns, a rerun takes what ``output`` holds as this run's lines. Killed before,
+        the store still has the earlier run, finished or not, and that run's own offset.
+        ``sealed`` False: the report exists only once the run seals it (:meth:`finish_run`); until
+        then no later run takes this run's targets as unchanged."""
+        result: Run = await self._run(self._new_run, output, engine, sealed)
+        return result
+
+    def _new_run(self, output: str | None, engine: str, sealed: bool) -> Run:
         db = self._db
         db.execute("BEGIN IMMEDIATE")  # two runs starting at once on one store get two ids
         try:
@@ -348,6 +378,8 @@ class StateStore:
                     "INSERT OR REPLACE INTO runs (output, run_id, engine, started) VALUES (?, ?, ?, ?)",
                     (output, run.run_id, engine, time.time()),
                 )
+            if not sealed:
+                db.execute("INSERT INTO unsealed VALUES (?)", (run.run_id,))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -355,13 +387,24 @@ class StateStore:
         return run
 
     async def finish_run(self, output: str | None, run_id: str) -> None:
-        """Mark the run complete: the next run writing this output starts afresh."""
-        if output is not None:
-            await self._run(
-                lambda: self._db.execute(
-                    "UPDATE runs SET finished = 1 WHERE output = ? AND run_id = ?", (output, run_id)
-                )
-            )
+        """Mark the run complete (call it once its report is whole where it lives): the next run
+        writing this output starts afresh, and the run's targets count as reported."""
+
+        def finish() -> None:
+            db = self._db
+            db.execute("BEGIN")
+            try:
+                if output is not None:
+                    db.execute(
+                        "UPDATE runs SET finished = 1 WHERE output = ? AND run_id = ?", (output, run_id)
+                    )
+                db.execute("DELETE FROM unsealed WHERE run_id = ?", (run_id,))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        await self._run(finish)
 
     # Lookups (batched by the caller).
 
@@ -467,11 +510,28 @@ class StateStore:
         return None if row is None else orjson.loads(row[0])
 
     def submitted(self, engine: str, target: Target, reference: Mapping[str, Any]) -> None:
-        """Remember a vendor submission; written with the next group commit (a crash before that
+        """Remember a vendor submission as soon as the vendor answered it. A run's committer writes
+        it within a fraction of a second, with or without a verdict line to commit (a kill before
         costs at most one resubmission per job in flight)."""
         self._submitted.append(
             (engine, identity(target), orjson.dumps(dict(reference)).decode(), time.time())
         )
+        if self._submission is not None:
+            self._submission.set()
+
+    async def wait_submitted(self) -> None:
+        """Return once a submission waits to be committed (at once if one does already)."""
+        while not self._submitted:
+            if self._submission is None or self._submission.is_set():
+                self._submission = anyio.Event()  # made in the event loop: the store is made in a thread
+            await self._submission.wait()
+
+    def take_submitted(self) -> Snapshot:
+        """The submissions recorded since the last take, without any verdict: a snapshot that may
+        be committed at any moment, as it moves no output's offset."""
+        snapshot = Snapshot([], self._submitted, time.time())
+        self._submitted = []
+        return snapshot
 
     # Recording (buffered; written by commit()).
 
@@ -646,6 +706,26 @@ def _finding(f: Finding) -> dict[str, str]:
     return {
         k: v for k, v in (("name", f.name), ("engine", f.engine), ("severity", f.severity)) if v is not None
     }
+
+
+def _describe(path: str, exc: sqlite3.Error) -> str:
+    """One line naming what went wrong with the store, in the operator's terms."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name == "SQLITE_FULL":
+        why = "the disk holding it is full"
+    elif name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        why = f"locked by another process for over {_BUSY_TIMEOUT:.0f}s (another run, or a tool holding it)"
+    elif name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        why = f"damaged or not a state store ({exc}); move it aside to start a new one"
+    elif name.startswith("SQLITE_READONLY"):
+        why = "read-only (a file or folder without write permission)"
+    elif name.startswith(("SQLITE_IOERR", "SQLITE_CANTOPEN")):
+        why = f"cannot be read or written ({exc})"
+    elif isinstance(exc, sqlite3.OperationalError) and "no such" in str(exc):
+        why = f"its tables are not a scanner store's ({exc}); move it aside to start a new one"
+    else:
+        why = str(exc)
+    return f"state store {path}: {why}"
 
 
 def _holds(output: str, offset: int) -> bool:

@@ -172,6 +172,7 @@ class MemorySink:
     """Keeps verdicts in order (``keep=False`` only counts them, for benchmarks)."""
 
     name = "memory"
+    durable_lines = True
 
     def __init__(self, *, keep: bool = True, delay: float = 0.0) -> None:
         self.verdicts: list[Verdict] = []

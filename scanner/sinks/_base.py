@@ -12,6 +12,11 @@ __all__ = ("Sink",)
 
 @runtime_checkable
 class Sink(Protocol):
+    #: True when each line :meth:`write` hands over is kept where the report lives (a file, a pipe),
+    #: so a line counts as done once written; False when the report exists only once
+    #: :meth:`aclose` completes it (an S3 object), so nothing counts as done before
+    durable_lines: bool
+
     @property
     def name(self) -> str:
         """Where the lines go, for messages (``stdout``, a path, an S3 URI)."""

@@ -54,6 +54,8 @@ class NdjsonSink:
     ``durable`` fsyncs after each batch, making a written line survive a power cut, not just a crash.
     """
 
+    durable_lines = True
+
     def __init__(self, path: str | None, *, append: bool = False, durable: bool = False) -> None:
         self._path = None if path in (None, "-") else path
         self._append = append

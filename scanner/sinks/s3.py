@@ -40,6 +40,8 @@ _CONTENT_TYPE = "application/x-ndjson"
 class S3Sink:
     """NDJSON lines into ``s3://bucket/key`` (see the module docstring). One writer task calls it."""
 
+    durable_lines = False  # the object appears only when the multipart upload completes
+
     def __init__(self, bucket: str, key: str, conn: S3Connection, *, part_size: int = _DEFAULT_PART) -> None:
         if part_size < MIN_PART:
             raise ValueError(f"part_size must be at least {MIN_PART} bytes")

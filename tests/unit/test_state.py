@@ -552,3 +552,37 @@ def test_runs_opening_a_new_store_at_once_all_get_it(tmp_path: Path) -> None:
         for thread in threads:
             thread.join()
     assert failed == []
+
+
+async def test_a_full_disk_names_its_cause(tmp_path: Path) -> None:
+    from scanner.errors import StateError
+
+    store = await StateStore.open(str(tmp_path / "s.db"))
+    run = await store.begin_run(None, "yara")
+    # SQLite's own limit on the file's pages ends a write as a full disk does (SQLITE_FULL)
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count = {pages + 1}")
+    targets = [Target(Kind.FILE, f"/data/{'x' * 200}{i}") for i in range(2000)]
+    store.record([Verdict.of(t, "yara", Outcome(Status.CLEAN)) for t in targets], run.run_id)
+    with pytest.raises(StateError, match=r"state store .*s\.db: the disk holding it is full"):
+        await store.commit()
+    await store.aclose()
+
+
+async def test_a_store_locked_by_another_process_names_its_cause(tmp_path: Path) -> None:
+    import sqlite3
+
+    from scanner.errors import StateError
+
+    path = str(tmp_path / "s.db")
+    store = await StateStore.open(path)
+    store._db.execute("PRAGMA busy_timeout = 50")
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StateError, match="locked by another process"):
+            await store.new_run(None, "yara")
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    await store.aclose()

@@ -123,3 +123,41 @@ async def test_a_reference_a_killed_run_left_pending_is_cleared_once_its_line_is
     await store.commit()
     assert await store.pending("metadefender", target) is None
     await store.aclose()
+
+
+async def test_a_kill_while_uploads_are_scanning_resubmits_none_of_them(tmp_path: Path) -> None:
+    """A submission's reference reaches the store as soon as the vendor answers, not with the
+    job's verdict line: a kill while every job is still waiting on its scan loses no reference, so
+    the rerun polls each data_id and uploads nothing again."""
+    files = 8
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(files):
+        (data / f"f{i}.txt").write_bytes(f"distinct content {i}\n".encode())
+    out = tmp_path / "out.ndjson"
+    # scans take long enough that no job gets its verdict before the kill
+    app = make_app(api_keys=KEY, scan_seconds=3.0, prevention_limit=1_000_000)
+    sim: SimState = app[STATE]
+    async with serve(app) as url:
+        cfg = write_config(tmp_path, url, hash_lookup=False)
+        args = [
+            *("scan", str(data), "--engine", "metadefender", "--config", str(cfg)),
+            *("--state", str(tmp_path / "state.db"), "--output", str(out), "--jobs", str(files), "-q"),
+        ]
+        proc = spawn(args)
+        try:
+            await wait_for(lambda: sim.uploads >= files or proc.poll() is not None, 60)
+            await anyio.sleep(0.5)  # longer than the store takes to commit the references
+            assert proc.poll() is None and lines_in(out) == 0
+            proc.send_signal(signal.SIGKILL)
+            await wait_exit(proc, 30)
+        finally:
+            kill_quietly(proc)
+        final = spawn(args)
+        try:
+            code, _ = await wait_exit(final, 120)
+        finally:
+            kill_quietly(final)
+    assert code == 0
+    assert len(whole_lines(out)) == files
+    assert sim.uploads == files, f"{sim.uploads - files} contents uploaded twice"
