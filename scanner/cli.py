@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import sys
 import traceback
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 
-from . import __version__, config, engines, logs, sources
+from . import __version__, config, engines, logs, simulators, sources
 from .errors import ScannerError, UsageError, ours
 from .model import Kind, Status, Target, Verdict, as_written
 from .pipeline import Pipeline, Summary, check_kinds
@@ -277,17 +278,22 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser(
         "simulate",
         help="serve a vendor simulator on 127.0.0.1 to rehearse a config without spending quota",
-        description="Serve a faithful local simulator of a vendor API. Point the engine's base_url at it.",
+        description="Serve a faithful local simulator of a vendor API. Point the engine's base_url "
+        "(or any client's) at it.",
+        epilog=simulators.help_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sim.add_argument("vendor", help="which vendor API to simulate")
-    sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=8080)
+    sim.add_argument("vendor", choices=simulators.names(), help="which vendor API to simulate")
+    sim.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    sim.add_argument(
+        "--port", type=int, default=8080, help="port to listen on; 0 picks a free one (default: %(default)s)"
+    )
     sim.add_argument(
         "--set",
         action="append",
         default=[],
-        metavar="OPTION=VALUE",
-        help="a simulator option (see the vendor's module for the list); repeatable",
+        metavar="NAME=VALUE",
+        help="set a simulator option (listed below); repeatable",
     )
 
     sample = sub.add_parser(
@@ -733,10 +739,7 @@ def _interrupted_lines(summary: Summary, *, listing_done: bool, state: str | Non
 def _simulate(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from . import simulators
-
-    module = simulators.load(args.vendor)
-    known: dict[str, tuple[type, Any, str]] = getattr(module, "OPTIONS", {})
+    known = simulators.options(args.vendor)
     options: dict[str, Any] = {}
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -749,12 +752,17 @@ def _simulate(args: argparse.Namespace) -> int:
             options[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
         except ValueError:
             raise UsageError(f"simulator option {key}: not a {kind.__name__}: {value!r}") from None
-    app = module.make_app(**options)
-    print(
-        f"scanner: simulating {args.vendor} on http://{args.host}:{args.port} (Ctrl-C to stop)",
-        file=sys.stderr,
-    )
-    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
+    app = simulators.load(args.vendor).make_app(**options)
+    # bound here, so --port 0 picks a free port and the line below names the one it got
+    family = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)[0][0]
+    try:
+        sock = socket.create_server((args.host, args.port), family=family)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    print(f"scanner: simulating {args.vendor} on http://{shown}:{port} (Ctrl-C to stop)", file=sys.stderr)
+    web.run_app(app, sock=sock, print=None, access_log=None)
     return 0
 
 

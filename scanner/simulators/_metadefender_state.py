@@ -10,6 +10,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -20,6 +21,8 @@ __all__ = (
     "PREVENTION",
     "REPUTATION",
     "STATE",
+    "Digester",
+    "Digests",
     "SimState",
     "error",
     "json_response",
@@ -30,9 +33,12 @@ __all__ = (
 # assembled, so no file in a checkout holds the whole test string (scanners on dev machines flag it)
 EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + b"EICAR-STANDARD-" + b"ANTIVIRUS-TEST-FILE!$H+H*"
 _MARKER = re.compile(rb"MD-RESULT-(\d{1,3})")
+#: bytes kept from one chunk to the next, so a marker split across chunks is still found
+_TAIL = 96
 
 
 PREVENTION, REPUTATION = "prevention_api", "reputation_api"
+IN_PROGRESS = 255
 
 
 @dataclass(slots=True)
@@ -52,6 +58,10 @@ class _Report:
     threat: str | None
     ready_at: float
     name: str
+    #: wall-clock upload time, RFC 3339 (reports show it as start_time and upload_timestamp)
+    received: str
+    #: the state clock's reading at upload (total_time counts from it)
+    created: float
 
 
 @dataclass(slots=True)
@@ -112,33 +122,80 @@ class SimState:
             "X-RateLimit-Reset-In": f"{reset}s",
         }
 
-    def add(self, content_sha256: str, code: int, threat: str | None, size: int, name: str = "") -> _Report:
-        """Register a scanned file (also used by tests to preload known hashes)."""
-        data_id = f"sim{next(self.ids):08d}{content_sha256[:12]}"
+    def peek(self, key: str, family: str) -> int:
+        """Units used in the key's current window of ``family``, without opening one."""
+        w = self.windows.get((key, family))
+        return w.used if w is not None and self.clock() < w.start + self.options["interval"] else 0
+
+    def add(self, digests: Digests, code: int, threat: str | None, name: str = "") -> _Report:
+        """Register a scanned file under its MD5, SHA-1 and SHA-256 (tests preload known hashes so)."""
+        data_id = f"sim{next(self.ids):08d}{digests.sha256[:12]}"
+        now = self.clock()
         rep = _Report(
             data_id,
-            content_sha256,
-            sha1="",
-            md5="",
-            size=size,
+            digests.sha256,
+            digests.sha1,
+            digests.md5,
+            size=digests.size,
             code=code,
             threat=threat,
-            ready_at=self.clock() + self.options["scan_seconds"],
+            ready_at=now + self.options["scan_seconds"],
             name=name,
+            received=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            created=now,
         )
         self.reports[data_id] = rep
-        self.by_hash[content_sha256] = data_id
+        # one index for all three: their lengths (32, 40, 64 hex digits) never collide
+        for h in (digests.md5, digests.sha1, digests.sha256):
+            self.by_hash[h] = data_id
         return rep
 
     def preload(self, content: bytes, name: str = "") -> _Report:
         """Make ``content`` known to hash lookups, as if someone had uploaded it before."""
         code, threat = verdict_of([content])
-        rep = self.add(hashlib.sha256(content).hexdigest(), code, threat, len(content), name)
+        digester = Digester()
+        digester.update(content)
+        rep = self.add(digester.digests(), code, threat, name)
         rep.ready_at = 0.0
         return rep
 
 
 STATE = web.AppKey("metadefender_sim", SimState)
+
+
+@dataclass(frozen=True, slots=True)
+class Digests:
+    """A file's size and hashes, lowercase hex (the index's spelling; answers show them uppercase)."""
+
+    size: int
+    md5: str
+    sha1: str
+    sha256: str
+
+
+class Digester:
+    """Hashes and sizes a file as its bytes stream past, and finds its verdict across chunk edges."""
+
+    __slots__ = ("_md5", "_sha1", "_sha256", "code", "size", "tail", "threat")
+
+    def __init__(self) -> None:
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._sha1 = hashlib.sha1(usedforsecurity=False)
+        self._sha256 = hashlib.sha256()
+        self.size, self.tail, self.code = 0, b"", 0
+        self.threat: str | None = None
+
+    def update(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        for h in (self._md5, self._sha1, self._sha256):
+            h.update(chunk)
+        code, threat = verdict_of([self.tail, chunk])
+        if code and not self.code:
+            self.code, self.threat = code, threat
+        self.tail = (self.tail + chunk)[-_TAIL:]
+
+    def digests(self) -> Digests:
+        return Digests(self.size, self._md5.hexdigest(), self._sha1.hexdigest(), self._sha256.hexdigest())
 
 
 def verdict_of(chunks: list[bytes]) -> tuple[int, str | None]:
@@ -163,48 +220,91 @@ def json_response(payload: Any, headers: dict[str, str]) -> web.Response:
     return web.Response(body=orjson.dumps(payload), content_type="application/json", headers=headers)
 
 
+#: scan_all_result_a for the codes the simulator gives (Core's strings; Cloud's may differ, s.3.4)
+_RESULT_A = {
+    0: "No Threat Detected",
+    1: "Infected",
+    2: "Suspicious",
+    3: "Failed",
+    4: "Cleaned / Deleted",
+    7: "Scan Skipped - Whitelisted",
+    8: "Scan Skipped - Blacklisted",
+    9: "Exceeded Archive Depth",
+    10: "Not Scanned",
+    11: "Aborted",
+    12: "Encrypted Archive",
+    13: "Exceeded Archive Size",
+    14: "Exceeded Archive File Number",
+    15: "Password Protected Document",
+    IN_PROGRESS: "In Progress",
+}
+
+
 def report_json(rep: _Report, now: float) -> dict[str, Any]:
-    if now < rep.ready_at:
-        return {
-            "data_id": rep.data_id,
-            "status": "inqueue",
-            "in_queue": 1,
-            "scan_results": {
-                "progress_percentage": 50,
-                "scan_all_result_i": 255,
-                "scan_all_result_a": "In Progress",
-            },
+    """The data_id / hash report, with every field OPSWAT's SDK models require of a found hash.
+
+    While in progress: ``status: inqueue``, code 255 and progress 50, no engine results yet.
+    """
+    done = now >= rep.ready_at
+    code = rep.code if done else IN_PROGRESS
+    details = (
+        {
+            "SimAV": _engine(rep.code, rep.threat),
+            "SimAV2": _engine(0, None),
         }
-    details = {
-        "SimAV": {
-            "scan_time": 1,
-            "def_time": "2026-01-01T00:00:00.000Z",
-            "scan_result_i": rep.code,
-            "threat_found": rep.threat or "",
-        },
-        "SimAV2": {
-            "scan_time": 1,
-            "def_time": "2026-01-01T00:00:00.000Z",
-            "scan_result_i": 0,
-            "threat_found": "",
-        },
+        if done
+        else {}
+    )
+    results: dict[str, Any] = {
+        "data_id": rep.data_id,
+        "scan_details": details,
+        "scan_all_result_i": code,
+        "scan_all_result_a": _RESULT_A.get(code, f"code {code}"),
+        "progress_percentage": 100 if done else 50,
+        "start_time": rep.received,
+        "total_time": round(1000 * max(0.0, min(now, rep.ready_at) - rep.created)),
+        "total_avs": 2,
+        "total_detected_avs": 1 if done and rep.threat else 0,
     }
-    return {
+    name = rep.name or rep.sha256
+    payload: dict[str, Any] = {
         "data_id": rep.data_id,
         "file_id": rep.data_id,
         "scan_result_history_length": 1,
-        "scan_results": {
-            "scan_details": details,
-            "scan_all_result_i": rep.code,
-            "scan_all_result_a": "Infected"
-            if rep.code == 1
-            else "No Threat Detected"
-            if rep.code == 0
-            else f"code {rep.code}",
-            "progress_percentage": 100,
-            "total_avs": 2,
-            "total_detected_avs": 1 if rep.threat else 0,
+        "scan_results": results,
+        "file_info": {
+            "file_size": rep.size,
+            "upload_timestamp": rep.received,
+            "md5": rep.md5.upper(),
+            "sha1": rep.sha1.upper(),
+            "sha256": rep.sha256.upper(),
+            "file_type_category": "O",
+            "file_type_description": "Simulated file",
+            "file_type_extension": name.rpartition(".")[2].lower() if "." in name else "",
+            "display_name": rep.name,
         },
-        "file_info": {"sha256": rep.sha256.upper(), "file_size": rep.size, "display_name": rep.name},
-        "process_info": {"progress_percentage": 100, "result": "Blocked" if rep.threat else "Allowed"},
+        "process_info": {
+            "progress_percentage": 100 if done else 50,
+            "result": ("Blocked" if rep.threat else "Allowed") if done else "",
+            "blocked_reason": "Infected" if done and rep.threat else "",
+            "file_type_skipped_scan": False,
+            "profile": "multiscan",
+        },
+        "share_file": 1,
+        "private_processing": 0,
+        "rest_version": "4",
+        "additional_info": [],
+        "stored": True,
+    }
+    if not done:
+        payload.update(status="inqueue", in_queue=1)
+    return payload
+
+
+def _engine(code: int, threat: str | None) -> dict[str, Any]:
+    return {
+        "scan_time": 1,
+        "def_time": "2026-01-01T00:00:00.000Z",
+        "scan_result_i": code,
+        "threat_found": threat or "",
     }

@@ -28,7 +28,6 @@ What it does, per key:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -38,6 +37,7 @@ import anyio
 import orjson
 from aiohttp import web
 
+from ._metadefender_options import OPTIONS
 from ._metadefender_state import (
     PREVENTION,
     REPUTATION,
@@ -46,29 +46,10 @@ from ._metadefender_state import (
     error,
     json_response,
     report_json,
-    verdict_of,
 )
+from ._metadefender_upload import BadBody, TooLarge, receive
 
 __all__ = ("OPTIONS", "STATE", "SimState", "make_app")
-
-_TAIL = 96
-
-OPTIONS: dict[str, tuple[type, Any, str]] = {
-    "api_keys": (str, "test-key", "comma-separated valid API keys"),
-    "forbidden_keys": (str, "", "comma-separated keys that get 403"),
-    "prevention_limit": (int, 100, "uploads per window (prevention_api)"),
-    "reputation_limit": (int, 4000, "found hashes per window (reputation_api)"),
-    "interval": (float, 86400.0, "window length in seconds, starting at the family's first request"),
-    "throttle_limit": (int, 0, "requests per throttle_window on throttled endpoints (0: off)"),
-    "throttle_window": (float, 60.0, "throttle window in seconds"),
-    "scan_seconds": (float, 0.0, "how long a new upload stays in progress"),
-    "latency": (float, 0.0, "seconds added to every answer"),
-    "max_upload_mb": (int, 140, "max_upload_file_size of every key, in MB"),
-    "bad_key_limit": (int, 3, "bad-key requests from one IP before it is blocked"),
-    "block_seconds": (float, 3600.0, "how long a blocked IP gets 403"),
-    "fail_uploads": (int, 0, "answer the first N uploads with HTTP 500 (fault injection)"),
-    "drop_uploads": (int, 0, "accept the first N uploads, then drop the connection unanswered"),
-}
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -154,15 +135,36 @@ def make_app(**options: Any) -> web.Application:
     async def apikey(request: web.Request) -> web.Response:
         state.apikey_requests += 1
         key = request.headers["apikey"]
+        interval = float(opts["interval"])
         return json_response(
             {
                 "max_upload_file_size": opts["max_upload_mb"],
+                "max_file_download": opts["max_upload_mb"],
+                "max_archive_file_size": opts["max_upload_mb"],
+                "max_archive_file_number": 1000,
+                "max_archive_file_depth": 5,
                 "limit_prevention": opts["prevention_limit"],
                 "limit_reputation": opts["reputation_limit"],
                 "throttling_limit": opts["throttle_limit"],
+                "time_interval": "daily" if interval == 86400 else f"{interval:g}s",
+                "qos_scan": "normal",
+                "paid_user": 0,
+                "nickname": "simulator",
             },
             state.headers(key, REPUTATION),
         )
+
+    async def limits(request: web.Request, *, remaining: bool) -> web.Response:
+        """``/v4/apikey/limits``: units used per family; ``.../limits/status``: units left. Free."""
+        state.apikey_requests += 1
+        key = request.headers["apikey"]
+        body: dict[str, int] = {}
+        for family in (PREVENTION, REPUTATION):
+            used = state.peek(key, family)
+            body[family] = max(0, state.limit(family) - used) if remaining else used
+        if remaining:
+            body["throttling_limit"] = opts["throttle_limit"]
+        return json_response(body, state.headers(key, REPUTATION))
 
     async def upload(request: web.Request) -> web.Response:
         key = request.headers["apikey"]
@@ -176,30 +178,19 @@ def make_app(**options: Any) -> web.Application:
             )
         if w.used >= state.limit(PREVENTION):
             return quota(key, PREVENTION)
-        limit = int(opts["max_upload_mb"]) * 1024 * 1024
-        sha, sha1, md5 = (
-            hashlib.sha256(),
-            hashlib.sha1(usedforsecurity=False),
-            hashlib.md5(usedforsecurity=False),
-        )
-        size, tail, code, threat = 0, b"", 0, None
-        async for chunk in request.content.iter_any():
-            size += len(chunk)
-            if size > limit:
-                return error(400, 400144, ["file size limit exceeded"], **state.headers(key, PREVENTION))
-            sha.update(chunk)
-            sha1.update(chunk)
-            md5.update(chunk)
-            c, t = verdict_of([tail, chunk])
-            if c and not code:
-                code, threat = c, t
-            tail = (tail + chunk)[-_TAIL:]
+        try:
+            got = await receive(request, int(opts["max_upload_mb"]) * 1024 * 1024)
+        except TooLarge:
+            return error(400, 400144, ["file size limit exceeded"], **state.headers(key, PREVENTION))
+        except BadBody as exc:  # code assumed: the documents show none for a malformed upload
+            return error(400, 400140, [str(exc)], **state.headers(key, PREVENTION))
+        d = got.digester
         w.used += 1
         state.uploads += 1
-        state.upload_bytes += size
-        name = unquote(request.headers.get("filename", ""))
-        rep = state.add(sha.hexdigest(), code, threat, size, name)
-        rep.sha1, rep.md5 = sha1.hexdigest().upper(), md5.hexdigest().upper()
+        state.upload_bytes += d.size
+        # the filename header wins (documented); a multipart part's own filename is the fallback
+        name = unquote(request.headers.get("filename", "")) or got.part_filename or ""
+        rep = state.add(d.digests(), d.code, d.threat, name)
         if state.dropped_uploads < opts["drop_uploads"]:
             # accepted and charged, but the answer is lost: the client cannot know it landed
             state.dropped_uploads += 1
@@ -212,16 +203,16 @@ def make_app(**options: Any) -> web.Application:
                 "status": "inqueue",
                 "in_queue": 1,
                 "queue_priority": "normal",
-                "sha1": rep.sha1,
+                "sha1": rep.sha1.upper(),
                 "sha256": rep.sha256.upper(),
             },
             state.headers(key, PREVENTION),
         )
 
-    async def report(request: web.Request) -> web.Response:
+    async def report(request: web.Request, data_id: str) -> web.Response:
         state.polls += 1
         key = request.headers["apikey"]
-        rep = state.reports.get(request.match_info["data_id"])
+        rep = state.reports.get(data_id)
         if rep is None:
             return error(404, 404003, ["The data_id was not found"], **state.headers(key, PREVENTION))
         return json_response(report_json(rep, state.clock()), state.headers(key, PREVENTION))
@@ -278,9 +269,10 @@ def make_app(**options: Any) -> web.Application:
             data.append(item)
         return json_response({"data": data}, state.headers(key, REPUTATION))
 
-    async def single(request: web.Request) -> web.Response:
+    async def single(request: web.Request, digest: str) -> web.Response:
+        """``GET /v4/hash/{md5|sha1|sha256}``, either case."""
         key = request.headers["apikey"]
-        data_id = state.by_hash.get(request.match_info["hash"].lower())
+        data_id = state.by_hash.get(digest.lower())
         if data_id is None:
             return error(404, 404003, ["The hash was not found"], **state.headers(key, REPUTATION))
         w = state.window(key, REPUTATION)
@@ -302,12 +294,35 @@ def make_app(**options: Any) -> web.Application:
         counters["closed"] = state.closed
         return web.Response(body=orjson.dumps(counters), content_type="application/json")
 
+    async def dispatch(request: web.Request) -> web.StreamResponse:
+        """Every API path, compared by its non-empty segments: ``/v4//file`` and ``/v4/apikey/`` reach
+        their endpoints, as clients send both (MetaDefender-api joins ``.../v4/`` with ``/file``; OPSWAT's
+        SDK asks for ``/apikey/``)."""
+        parts = tuple(p for p in request.path.split("/") if p)
+        match request.method, parts:
+            case "GET", ("v4", "apikey"):
+                return await apikey(request)
+            case "GET", ("v4", "apikey", "limits"):
+                return await limits(request, remaining=False)
+            case "GET", ("v4", "apikey", "limits", "status"):
+                return await limits(request, remaining=True)
+            case "POST", ("v4", "file"):
+                return await upload(request)
+            case "GET", ("v4", "file", data_id):
+                return await report(request, data_id)
+            case "POST", ("v4", "hash"):
+                return await bulk(request)
+            case "GET", ("v4", "hash", digest):
+                return await single(request, digest)
+        if parts and parts[0] in ("v1", "v2", "v3"):  # documented: old versions answer 404 with this text
+            return error(404, 404000, ["This API version is no longer maintained. Please use V4 API"])
+        known = {("v4", "apikey"), ("v4", "file"), ("v4", "hash")}
+        if parts[:2] in known and len(parts) <= 4:
+            return error(405, 405000, [f"Method {request.method} is not allowed here"])
+        return error(404, 404000, [f"Endpoint {request.path} not found"])  # code assumed
+
     app = web.Application(middlewares=[gatekeeper], client_max_size=1024**2)
     app.router.add_get("/_sim/stats", stats)
+    app.router.add_route("*", "/{path:.*}", dispatch)
     app[STATE] = state
-    app.router.add_get("/v4/apikey", apikey)
-    app.router.add_post("/v4/file", upload)
-    app.router.add_get("/v4/file/{data_id}", report)
-    app.router.add_post("/v4/hash", bulk)
-    app.router.add_get("/v4/hash/{hash}", single)
     return app

@@ -115,3 +115,79 @@ async def test_missing_key_is_401_and_counts_toward_the_ip_block() -> None:
             stats = await r.json()
         assert stats["unauthorized"] == 2
         assert stats["forbidden"] == 2
+
+
+async def test_multipart_upload_is_hashed_sized_and_limited_by_the_file_alone() -> None:
+    """``curl -F note=x -F file=@f``: the file part's bytes, not the envelope, are the file."""
+    content = b"y" * (1024 * 1024)  # exactly max_upload_mb: the envelope around it is over
+    async with simulator(max_upload_mb=1) as sim, aiohttp.ClientSession() as s:
+        form = aiohttp.FormData()
+        form.add_field("note", "a form field first")
+        form.add_field("file", content, filename="big.bin", content_type="application/octet-stream")
+        async with s.post(f"{sim.url}/v4/file", data=form, headers={"apikey": KEY}) as r:
+            assert r.status == 200, await r.text()
+            answer = await r.json()
+        assert answer["sha256"] == hashlib.sha256(content).hexdigest().upper()
+        async with s.get(f"{sim.url}/v4/file/{answer['data_id']}", headers={"apikey": KEY}) as r:
+            info = (await r.json())["file_info"]
+        assert (info["file_size"], info["display_name"], info["file_type_extension"]) == (
+            len(content),
+            "big.bin",
+            "bin",
+        )
+        form = aiohttp.FormData(default_to_multipart=True)
+        form.add_field("note", "no file here")
+        form.add_field("other", "still none")
+        async with s.post(f"{sim.url}/v4/file", data=form, headers={"apikey": KEY}) as r:
+            assert r.status == 400
+            assert (await r.json())["error"]["messages"] == ["the multipart body holds no file part"]
+        assert sim.state.uploads == 1
+
+
+async def test_lookups_by_md5_sha1_and_sha256_in_either_case() -> None:
+    async with simulator() as sim, aiohttp.ClientSession() as s:
+        rep = sim.state.preload(eicar(), "eicar.com")
+        h = {"apikey": KEY}
+        for digest in (hashlib.md5, hashlib.sha1, hashlib.sha256):
+            value = digest(eicar()).hexdigest()
+            for spelling in (value, value.upper()):
+                async with s.get(f"{sim.url}/v4/hash/{spelling}", headers=h) as r:
+                    assert r.status == 200
+                    body = await r.json()
+                assert body["data_id"] == rep.data_id
+        async with s.post(
+            f"{sim.url}/v4/hash",
+            json={"hash": [hashlib.md5(eicar(), usedforsecurity=False).hexdigest()]},
+            headers=h,
+        ) as r:
+            assert (await r.json())["data"][0]["data_id"] == rep.data_id
+        # the fields OPSWAT's SDK requires of a found hash
+        assert body["file_info"]["sha1"] == hashlib.sha1(eicar(), usedforsecurity=False).hexdigest().upper()
+        assert body["file_info"]["md5"] == hashlib.md5(eicar(), usedforsecurity=False).hexdigest().upper()
+        assert body["file_info"]["file_type_extension"] == "com"
+        assert {"start_time", "total_time"} <= set(body["scan_results"])
+        assert (body["share_file"], body["rest_version"], body["additional_info"]) == (1, "4", [])
+
+
+async def test_paths_with_doubled_or_trailing_slashes_reach_their_endpoints() -> None:
+    async with simulator(prevention_limit=5) as sim, aiohttp.ClientSession() as s:
+        h = {"apikey": KEY}
+        async with s.post(f"{sim.url}/v4//file", data=b"slashes", headers=h) as r:
+            assert r.status == 200
+            data_id = (await r.json())["data_id"]
+        async with s.get(f"{sim.url}/v4//file/{data_id}/", headers=h) as r:
+            assert (await r.json())["data_id"] == data_id
+        async with s.get(f"{sim.url}/v4/apikey/", headers=h) as r:
+            assert (await r.json())["max_upload_file_size"] == 140
+        async with s.get(f"{sim.url}/v4//apikey/limits", headers=h) as r:
+            assert (await r.json())["prevention_api"] == 1
+        async with s.get(f"{sim.url}/v4/apikey/limits/status/", headers=h) as r:
+            assert (await r.json())["prevention_api"] == 4
+        async with s.get(f"{sim.url}/v2/file/x", headers=h) as r:
+            assert r.status == 404
+            assert "Please use V4 API" in (await r.json())["error"]["messages"][0]
+        async with s.get(f"{sim.url}/v4/nothing", headers=h) as r:
+            assert r.status == 404
+            assert (await r.json())["error"]["code"] == 404000
+        async with s.delete(f"{sim.url}/v4/file", headers=h) as r:
+            assert r.status == 405
