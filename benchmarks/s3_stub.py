@@ -78,6 +78,9 @@ class StubBucket:
     faults: Faults = field(default_factory=Faults)
     #: no prefixes: ``prefixes * per_prefix`` hex-named keys at the root, as UUID-named uploads
     flat: bool = False
+    #: a delimiter listing leaves out a common prefix that holds only sub-folders (no key directly
+    #: under it), as s3rver does; a listing without a delimiter still returns every key
+    hide_nested_prefixes: bool = False
 
     def __post_init__(self) -> None:
         if self.flat:
@@ -117,7 +120,7 @@ class StubBucket:
             # the token was a common prefix: resume after everything under it
             i = bisect.bisect_left(keys, start[:-1] + chr(ord(delimiter) + 1))
         else:
-            i = bisect.bisect_right(keys, start) if start else bisect.bisect_left(keys, prefix)
+            i = max(bisect.bisect_right(keys, start), bisect.bisect_left(keys, prefix))
         if not delimiter:
             stop = min(i + max_keys, end)
             return range(i, stop), [], (keys[stop - 1] if stop < end else None)
@@ -128,14 +131,20 @@ class StubBucket:
             key = keys[i]
             cut = key.find(delimiter, len(prefix))
             if cut >= 0:
-                last = key[: cut + 1]
-                common.append(last)
-                i = bisect.bisect_left(keys, last[:-1] + chr(ord(delimiter) + 1))
+                folder = key[: cut + 1]
+                after = bisect.bisect_left(keys, folder[:-1] + chr(ord(delimiter) + 1))
+                if not (self.hide_nested_prefixes and self._only_subfolders(folder, i, after, delimiter)):
+                    last = folder
+                    common.append(last)
+                i = after
                 continue
             out.append(i)
             last = key
             i += 1
         return out, common, (last if i < end else None)
+
+    def _only_subfolders(self, folder: str, i: int, end: int, delimiter: str) -> bool:
+        return all(self.keys[j].find(delimiter, len(folder)) >= 0 for j in range(i, end))
 
 
 def _url(text: str) -> str:
