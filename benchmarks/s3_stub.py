@@ -5,6 +5,9 @@ the client's own cost is what a benchmark measures, with optional injected laten
 real S3 round trip, and scripted faults (503 SlowDown, 403, a body cut short) for the retry tests.
 Signatures are not checked.
 
+Asked for ``encoding-type=url`` (the scanner always asks), keys and prefixes are form-encoded as AWS
+writes them: a space is ``+``, a plus ``%2B``.
+
 Keys are synthetic and sorted: ``p{p:03d}/k{i:08d}.bin`` for ``prefixes`` x ``per_prefix`` keys, every
 object ``object_size`` bytes, plus any extra objects given in ``objects`` (key -> bytes) and one
 streamed object ``big.bin`` of ``big_size`` bytes when asked.
@@ -25,6 +28,8 @@ import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
+from urllib.parse import quote_plus
 from xml.sax.saxutils import escape
 
 from aiohttp import web
@@ -35,7 +40,7 @@ _HEAD = (
     '<?xml version="1.0" encoding="UTF-8"?>\n'
     '<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
     "<Name>{bucket}</Name><Prefix>{prefix}</Prefix><KeyCount>{count}</KeyCount><MaxKeys>{max}</MaxKeys>"
-    "<IsTruncated>{truncated}</IsTruncated>"
+    "<IsTruncated>{truncated}</IsTruncated>{encoding}"
 )
 _ITEM = (
     "<Contents><Key>{key}</Key><LastModified>2026-11-01T12:00:00.000Z</LastModified>"
@@ -73,6 +78,9 @@ class StubBucket:
     faults: Faults = field(default_factory=Faults)
     #: no prefixes: ``prefixes * per_prefix`` hex-named keys at the root, as UUID-named uploads
     flat: bool = False
+    #: a delimiter listing leaves out a common prefix that holds only sub-folders (no key directly
+    #: under it), as s3rver does; a listing without a delimiter still returns every key
+    hide_nested_prefixes: bool = False
 
     def __post_init__(self) -> None:
         if self.flat:
@@ -86,9 +94,15 @@ class StubBucket:
         keys.sort()
         self.keys = keys
         self.key_set = frozenset(keys)
-        # each key's <Contents> element, rendered once: a page is then a join, not 1,000 formats
-        self.items = [_ITEM.format(key=escape(k), etag=_ETAG, size=self.size_of(k)) for k in keys]
+        # each key's <Contents> element, rendered once, form-encoded as every client here asks for it: a
+        # page is then a join, not 1,000 formats
+        self.items = [_ITEM.format(key=_url(k), etag=_ETAG, size=self.size_of(k)) for k in keys]
         self.body = b"\xab" * self.object_size
+
+    @cached_property
+    def plain_items(self) -> list[str]:
+        """``items`` for a listing without ``encoding-type=url``, rendered on first use."""
+        return [_ITEM.format(key=escape(k), etag=_ETAG, size=self.size_of(k)) for k in self.keys]
 
     def size_of(self, key: str) -> int:
         if key in self.objects:
@@ -106,7 +120,7 @@ class StubBucket:
             # the token was a common prefix: resume after everything under it
             i = bisect.bisect_left(keys, start[:-1] + chr(ord(delimiter) + 1))
         else:
-            i = bisect.bisect_right(keys, start) if start else bisect.bisect_left(keys, prefix)
+            i = max(bisect.bisect_right(keys, start), bisect.bisect_left(keys, prefix))
         if not delimiter:
             stop = min(i + max_keys, end)
             return range(i, stop), [], (keys[stop - 1] if stop < end else None)
@@ -117,29 +131,47 @@ class StubBucket:
             key = keys[i]
             cut = key.find(delimiter, len(prefix))
             if cut >= 0:
-                last = key[: cut + 1]
-                common.append(last)
-                i = bisect.bisect_left(keys, last[:-1] + chr(ord(delimiter) + 1))
+                folder = key[: cut + 1]
+                after = bisect.bisect_left(keys, folder[:-1] + chr(ord(delimiter) + 1))
+                if not (self.hide_nested_prefixes and self._only_subfolders(folder, i, after, delimiter)):
+                    last = folder
+                    common.append(last)
+                i = after
                 continue
             out.append(i)
             last = key
             i += 1
         return out, common, (last if i < end else None)
 
+    def _only_subfolders(self, folder: str, i: int, end: int, delimiter: str) -> bool:
+        return all(self.keys[j].find(delimiter, len(folder)) >= 0 for j in range(i, end))
+
+
+def _url(text: str) -> str:
+    return escape(quote_plus(text, safe="/"))
+
 
 def _listing_xml(
-    b: StubBucket, prefix: str, idx: range | list[int], common: list[str], nxt: str | None, mx: int
+    b: StubBucket,
+    prefix: str,
+    idx: range | list[int],
+    common: list[str],
+    nxt: str | None,
+    mx: int,
+    encoded: bool = False,
 ) -> str:
+    name = _url if encoded else escape
     head = _HEAD.format(
         bucket=b.name,
-        prefix=escape(prefix),
+        prefix=name(prefix),
         count=len(idx) + len(common),
         max=mx,
         truncated="true" if nxt else "false",
+        encoding="<EncodingType>url</EncodingType>" if encoded else "",
     )
-    items = b.items
+    items = b.items if encoded else b.plain_items
     parts = [head, *(items[i] for i in idx)]
-    parts.extend(f"<CommonPrefixes><Prefix>{escape(c)}</Prefix></CommonPrefixes>" for c in common)
+    parts.extend(f"<CommonPrefixes><Prefix>{name(c)}</Prefix></CommonPrefixes>" for c in common)
     if nxt:
         parts.append(f"<NextContinuationToken>{escape(nxt)}</NextContinuationToken>")
     parts.append("</ListBucketResult>")
@@ -182,8 +214,9 @@ def make_app(bucket: StubBucket) -> web.Application:
             prefix = q.get("prefix", "")
             start = max(q.get("continuation-token", ""), q.get("start-after", ""))
             keys, common, nxt = bucket.page(prefix, start, q.get("delimiter", ""), mx)
+            encoded = q.get("encoding-type") == "url"
             return web.Response(
-                body=_listing_xml(bucket, prefix, keys, common, nxt, mx).encode(),
+                body=_listing_xml(bucket, prefix, keys, common, nxt, mx, encoded).encode(),
                 content_type="application/xml",
             )
         if key in f.denied:

@@ -5,6 +5,11 @@ billion-key bucket -- are read by one regular expression over the bytes, ~4x che
 element tree; it is used only when it accounts for every ``<Contents>`` element of the page, so any
 answer shaped differently (another server's element order, pretty-printing, a missing ``Size``) falls
 back to ``xml.etree``, which reads anything. Version listings always take the tree path.
+
+Keys under ``encoding-type=url``: every key-valued element the parser reads (``Key``, a common
+``Prefix``, ``NextKeyMarker``) is form-decoded, as AWS writes it and botocore reads it (``unquote_plus``:
+``+`` is a space, ``%2B`` a plus, invalid UTF-8 replaced); a continuation token and a version id are
+opaque and kept as sent. Without ``EncodingType`` in the answer, text is taken literally.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import NamedTuple
-from urllib.parse import unquote
+from urllib.parse import unquote_plus
 
 __all__ = ("ListPage", "S3Object", "parse_error", "parse_listing")
 
@@ -64,15 +69,17 @@ def _timestamp(text: str) -> float:
 
 
 def _decode(text: str | None, url_encoded: bool) -> str:
+    """A key as the listing meant it: form-decoded when the answer is URL-encoded (module docstring)."""
     text = text or ""
-    return unquote(text) if url_encoded and "%" in text else text
+    # the membership tests keep unquote_plus's call off the hot path for plain keys
+    return unquote_plus(text) if url_encoded and ("%" in text or "+" in text) else text
 
 
 def parse_listing(xml: bytes) -> ListPage:
     """Parse a ListObjectsV2 or ListObjectVersions answer (pure; raises ValueError if malformed).
 
-    Keys are URL-decoded when the answer says ``EncodingType=url`` (we always ask for it, so keys with
-    bytes XML cannot carry survive the round trip).
+    Keys, prefixes and markers are form-decoded when the answer says ``EncodingType=url`` (we always
+    ask for it, so keys with bytes XML cannot carry survive the round trip).
     """
     fast = _fast_v2(xml)
     if fast is not None:
@@ -171,7 +178,7 @@ def _text(raw: bytes, url_encoded: bool) -> str:
     text = raw.decode("utf-8")
     if "&" in text:
         text = html.unescape(text)
-    return unquote(text) if url_encoded and "%" in text else text
+    return _decode(text, url_encoded)
 
 
 def _etag(raw: bytes) -> str:

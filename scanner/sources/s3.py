@@ -9,14 +9,17 @@ Listing
   and ``--modified-since/--modified-before`` bounds apply to the listed size and LastModified.
 
 Parallel listing
-  With ``[s3] list_concurrency`` > 1 (the default, 16) the key space is split at the first ``/`` after
-  the prefix: one delimiter listing yields the top-level keys itself and hands each common prefix to
-  one of N listing tasks; their pages merge into one bounded stream (order is then not key order). A
-  prefix holding a single sub-prefix and nothing else is descended into first, so
-  ``s3://b/data/`` with ``data/2024/...`` still fans out. Excluded "directories" are never listed.
-  A flat key space (a first page full of objects, as UUID-named uploads) is instead cut into
-  start-after ranges at the next character (``0-9A-Za-z``), listed concurrently (not for
-  ``--all-versions``, whose pages may end inside one key's versions).
+  With ``[s3] list_concurrency`` > 1 (the default, 16) one delimiter listing at the first ``/`` after
+  the prefix cuts the key space into contiguous start-after ranges, one ending at each folder it
+  names, the first from the listing's start and the last open-ended; N listing tasks list them and
+  their pages merge into one bounded stream (order is then not key order). The ranges cover the key
+  space by construction, so a server whose delimiter listing leaves folders out (s3rver omits those
+  holding only sub-folders) makes a range bigger and never loses a key: every key is listed once. A
+  prefix holding a single sub-prefix and nothing else is descended into first, so ``s3://b/data/``
+  with ``data/2024/...`` still fans out. Excluded "directories" are never listed. A flat key space (a
+  first page full of objects, as UUID-named uploads) is cut at the next character (``0-9A-Za-z``)
+  instead. ``--all-versions`` lists in one sequence: a range would start at a bare ``key-marker``,
+  which S3-compatible stores do not all read as S3 does.
 
 Bodies
   :meth:`S3Source.open` GETs the object (its listed version, with ``If-Match`` on the listed ETag) and
@@ -32,7 +35,8 @@ are ordinary objects: each is a target and gets its own line.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
+from bisect import bisect_left, bisect_right
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
@@ -46,7 +50,7 @@ from ..errors import SourceError, TargetError
 from ..model import Kind, Target
 from ._s3conn import S3Config, S3Connection, listing_error, object_error, parse_s3_uri
 from ._s3wire import S3ResponseError
-from ._s3xml import ListPage
+from ._s3xml import ListPage, S3Object
 from .filters import TargetFilter
 
 if TYPE_CHECKING:
@@ -171,6 +175,7 @@ class S3Source(S3Objects):
         self.page_size = cfg.page_size
         self.listed = 0
         self.pages = 0
+        self._range_keys = float(self.page_size)  # running mean of the keys a listed range held
         f = self.filters
         self._since = f.modified_since.timestamp() if f.modified_since is not None else None
         self._before = f.modified_before.timestamp() if f.modified_before is not None else None
@@ -186,7 +191,9 @@ class S3Source(S3Objects):
         )
 
     async def targets(self) -> AsyncIterator[Target]:
-        if self.list_concurrency <= 1:
+        # A version listing is one sequence: a range would start at a bare key-marker, which S3 and
+        # moto do not read alike (moto drops the first version at or after it).
+        if self.list_concurrency <= 1 or self.all_versions:
             async for page in self._pages(self.prefix, None):
                 for target in self._select(page):
                     yield target
@@ -226,10 +233,15 @@ class S3Source(S3Objects):
     # Listing proper.
 
     async def _pages(
-        self, prefix: str, delimiter: str | None, start_after: str | None = None
+        self,
+        prefix: str,
+        delimiter: str | None,
+        start_after: str | None = None,
+        first_page: int | None = None,
     ) -> AsyncGenerator[ListPage, None]:
         wire = await self._conn.wire()
         marker: str | tuple[str, str] | None = None
+        max_keys = first_page or self.page_size
         while True:
             try:
                 page = await wire.list_page(
@@ -239,7 +251,7 @@ class S3Source(S3Objects):
                     marker=marker,
                     start_after=start_after if marker is None else None,
                     delimiter=delimiter,
-                    max_keys=self.page_size,
+                    max_keys=max_keys,
                 )
             except S3ResponseError as exc:
                 raise listing_error(exc, self.uri) from None
@@ -247,7 +259,7 @@ class S3Source(S3Objects):
             yield page
             if page.next is None:
                 return
-            marker = page.next
+            marker, max_keys = page.next, self.page_size
 
     def _select(self, page: ListPage) -> list[Target]:
         """The page's objects that pass the filters, as targets (delete markers dropped)."""
@@ -277,94 +289,147 @@ class S3Source(S3Objects):
 
     async def _fan_out(self, send: _Batches) -> None:
         async with send:
-            work_send, work_receive = anyio.create_memory_object_stream[_Part](self.list_concurrency)
+            work_send, work_receive = anyio.create_memory_object_stream[_Range](self.list_concurrency)
             async with anyio.create_task_group() as tg:
                 async with work_receive:
                     for _ in range(self.list_concurrency):
                         tg.start_soon(self._worker, work_receive.clone(), send.clone())
                 async with work_send:
-                    await self._split(self.prefix, 0, work_send, send)
+                    await self._split(work_send)
 
-    async def _worker(self, work: MemoryObjectReceiveStream[_Part], send: _Batches) -> None:
+    async def _worker(self, work: MemoryObjectReceiveStream[_Range], send: _Batches) -> None:
         async with work, send:
             async for part in work:
-                async with aclosing(self._pages(part.prefix, None, part.start_after)) as pages:
-                    async for page in pages:
-                        objects = page.objects
-                        past_end = part.stop is not None and bool(objects) and objects[-1].key > part.stop
-                        if past_end:
-                            objects = tuple(o for o in objects if o.key <= (part.stop or ""))
-                            page = ListPage(objects, page.prefixes, None)
-                        batch = self._select(page)
-                        if batch:
-                            await send.send(batch)
-                        if past_end:
-                            break
+                await self._list_range(part, send)
 
-    async def _split(
-        self, prefix: str, depth: int, work: MemoryObjectSendStream[_Part], send: _Batches
-    ) -> None:
-        """List ``prefix`` with delimiter ``/``: send its own objects, hand each sub-prefix to a worker.
-
-        A lone sub-prefix with no objects beside it is split again instead (up to _MAX_DESCENT). When
-        the first page is full of objects (a flat key space, such as UUID names), the rest of the
-        prefix is cut into ranges by the next character and the ranges are listed in parallel
-        (start-after ... up to the next boundary); not for version listings, whose pages may end in
-        the middle of one key's versions.
-        """
-        held: str | None = None
-        first = True
-        async with aclosing(self._pages(prefix, "/")) as pages:
+    async def _list_range(self, part: _Range, send: _Batches) -> None:
+        """List the keys of ``part`` and no other (keys past its stop are dropped, and end the listing)."""
+        counted = 0
+        prefix = part.listing_prefix(self.prefix)
+        first = max(_MIN_FIRST_PAGE, min(self.page_size, int(2 * self._range_keys) + 1))
+        async with aclosing(self._pages(prefix, None, part.start_after, first)) as pages:
             async for page in pages:
+                objects = page.objects
+                end = part.end_in(objects)
+                if end < len(objects):
+                    page = ListPage(objects[:end], (), None)
+                counted += len(page.objects)
                 batch = self._select(page)
                 if batch:
                     await send.send(batch)
-                subs = [p for p in page.prefixes if not self._excluded(p)]
-                lone = not page.objects and len(subs) == 1 and depth < _MAX_DESCENT
-                if first and page.next is None and lone:
-                    held = subs[0]  # the only page: split the lone sub-prefix instead of listing it whole
-                    continue
-                for sub in subs:
-                    await work.send(_Part(sub))
-                if first and page.next is not None and page.objects and not self.all_versions:
-                    for part in _ranges(prefix, _listed_up_to(page)):
+                if end < len(objects):
+                    break
+        # the next ranges' first pages are sized from this mean, so a bucket of many small folders does
+        # not read a page of 1,000 keys for each folder of ten
+        self._range_keys += (counted - self._range_keys) / 8
+
+    async def _split(self, work: MemoryObjectSendStream[_Range]) -> None:
+        """Cut the key space under the prefix into contiguous ranges and hand them to the workers.
+
+        One delimiter listing gives the bounds: each common prefix ``P`` ends a range at ``P`` + the
+        greatest code point, so a range holds one folder and the keys between it and the folder before.
+        The first range runs from the listing's own start and the last is open-ended, so the ranges
+        cover every key by construction: a folder the server leaves out of its delimiter listing (s3rver
+        omits folders holding only sub-folders) makes a range bigger, never a key lost. An excluded
+        folder ends its range before it and the next range starts past it. A single folder alone is
+        descended into first (up to _MAX_DESCENT), so ``data/`` holding ``data/2024/...`` still fans
+        out. A first page full of objects (a flat key space, such as UUID names) is instead followed
+        by cuts at the next character (``0-9A-Za-z``).
+        """
+        low: str | None = None  # the previous bound: the next range starts after it
+        prefix, depth, descend = self.prefix, 0, True
+        while descend:
+            descend, first = False, True
+            async with aclosing(self._pages(prefix, "/")) as pages:
+                async for page in pages:
+                    folders = page.prefixes
+                    lone = len(folders) == 1 and not self._excluded(folders[0])
+                    if first and page.next is None and not page.objects and lone and depth < _MAX_DESCENT:
+                        prefix, depth, descend = folders[0], depth + 1, True
+                        break
+                    flat = first and page.next is not None and bool(page.objects)
+                    for part in _cut(low, page, prefix if flat else None, self._excluded):
                         await work.send(part)
-                    return
-                first = False
-        if held is not None:
-            await self._split(held, depth + 1, work, send)
+                        low = part.resume
+                    if flat:
+                        break
+                    first = False
+        await work.send(_Range(low, None))
 
     def _excluded(self, sub: str) -> bool:
         f = self.filters
         return bool(f.exclude) and f.excludes_dir(sub[len(self.prefix) :].strip("/"))
 
 
-class _Part(NamedTuple):
-    """One unit of parallel listing: every key under ``prefix`` after ``start_after`` up to and
-    including ``stop`` (None: to the end of the prefix)."""
+class _Range(NamedTuple):
+    """One unit of parallel listing: the keys ``k`` with ``start_after < k <= stop`` (``k < stop``
+    when not ``inclusive``); ``None`` is the start or the end of the whole listing. The next range
+    starts after ``resume``: ``stop``, or past the excluded folder an exclusive range stops before."""
 
-    prefix: str
-    start_after: str | None = None
-    stop: str | None = None
+    start_after: str | None
+    stop: str | None
+    inclusive: bool = True
+    resume: str | None = None
+
+    def listing_prefix(self, base: str) -> str:
+        """The longest prefix every key of the range has: two bounds that share a prefix hold between
+        them only keys that have it too, so the server stops at its end rather than the bucket's."""
+        if self.start_after is None or self.stop is None:
+            return base
+        a, b = self.start_after, self.stop
+        n = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+        return a[:n]
+
+    def end_in(self, objects: Sequence[S3Object]) -> int:
+        """How many of a page's (sorted) objects fall before the range's stop."""
+        if self.stop is None or not objects or objects[-1].key < self.stop:
+            return len(objects)
+        find = bisect_right if self.inclusive else bisect_left
+        return find(objects, self.stop, key=_key)
 
 
+def _key(o: S3Object) -> str:
+    return o.key
+
+
+#: above every character a key can hold: ``P + _GREATEST`` is past every key under folder ``P`` but
+#: absurd ones, which then fall in the next range, still listed once
+_GREATEST = "\U0010ffff"
+#: the smallest first page a range asks for, however small the ranges before it were
+_MIN_FIRST_PAGE = 32
 # Range boundaries for a flat key space: digits and letters cover hex, UUID, base32/64 and dated names.
 _BOUNDARIES = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def _cut(
+    low: str | None, page: ListPage, flat: str | None, excluded: Callable[[str], bool]
+) -> Iterator[_Range]:
+    """The ranges one delimiter page bounds, the first starting after ``low``, in key order: one
+    ending at each folder's end (before an ``excluded`` folder, the next resuming past it), then,
+    when ``flat`` is the listed prefix, one ending at each ``flat + c`` past what the page covered.
+    Each range starts at the previous one's ``resume``: contiguous by construction."""
+    for folder in page.prefixes:
+        end = folder + _GREATEST
+        if low is not None and end <= low:
+            continue  # a bound going back (a server listing a folder inside another) would list twice
+        if excluded(folder) and (low is None or folder > low):
+            yield _Range(low, folder, False, end)  # every key in [folder, end] is under the folder
+        else:
+            yield _Range(low, end, True, end)
+        low = end
+    if flat is not None:
+        after = max(_listed_up_to(page), low or "")
+        for cut in (flat + c for c in _BOUNDARIES):
+            if cut > after:
+                yield _Range(low, cut, True, cut)
+                low = cut
 
 
 def _listed_up_to(page: ListPage) -> str:
     """The greatest key a delimiter page has accounted for (a common prefix covers all its keys)."""
     last_key = page.objects[-1].key if page.objects else ""
-    last_prefix = page.prefixes[-1] + "\U0010ffff" if page.prefixes else ""
+    last_prefix = page.prefixes[-1] + _GREATEST if page.prefixes else ""
     return max(last_key, last_prefix)
-
-
-def _ranges(prefix: str, after: str) -> list[_Part]:
-    """Cut the keys under ``prefix`` greater than ``after`` into contiguous ``(start, stop]`` parts at
-    ``prefix + c`` for each boundary character ``c``. Every key falls in exactly one part."""
-    cuts = [b for b in (prefix + c for c in _BOUNDARIES) if b > after]
-    starts = [after, *cuts]
-    return [_Part(prefix, start, stop) for start, stop in zip(starts, [*cuts, None], strict=True)]
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:

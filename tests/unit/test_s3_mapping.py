@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from botocore.credentials import ReadOnlyCredentials
 from hypothesis import given, settings
@@ -115,17 +117,50 @@ def test_the_example_config_validates() -> None:
     assert S3Config.from_table(table) == S3Config()
 
 
-@settings(max_examples=200, deadline=None)
+_SEGMENT = st.text(alphabet="/ab0Z~.-\u00e9\U0010ffff", max_size=5)
+
+
+@settings(max_examples=300, deadline=None)
 @given(
     prefix=st.sampled_from(["", "p/", "logs"]),
-    after=st.text(max_size=6),
-    keys=st.lists(st.text(max_size=8), max_size=40),
+    keys=st.lists(_SEGMENT, max_size=40),
+    folders=st.lists(st.text(alphabet="ab0Z~.-\u00e9/", max_size=3), max_size=8),
+    excluded=st.sets(st.integers(0, 7)),
+    objects=st.lists(_SEGMENT, max_size=3),
+    flat=st.booleans(),
 )
-def test_ranges_partition_every_key_after_the_resume_point(prefix: str, after: str, keys: list[str]) -> None:
-    from scanner.sources.s3 import _ranges
+def test_ranges_cover_every_key_once_whatever_folders_the_server_names(
+    prefix: str, keys: list[str], folders: list[str], excluded: set[int], objects: list[str], flat: bool
+) -> None:
+    """The folders a delimiter page names (real, missing, invented, nested in one another) only move
+    the cuts: every key under the prefix is in exactly one range, or skipped inside an excluded folder."""
+    from scanner.sources._s3xml import ListPage, S3Object
+    from scanner.sources.s3 import _cut, _Range
 
-    after = prefix + after
-    parts = _ranges(prefix, after)
-    for key in (prefix + k for k in keys):
-        owners = [p for p in parts if key > (p.start_after or "") and (p.stop is None or key <= p.stop)]
-        assert len(owners) == (1 if key > after else 0), (key, parts)
+    named = sorted({prefix + f + "/" for f in folders})
+    page = ListPage(
+        tuple(S3Object(prefix + o, 0, None, None) for o in sorted(objects)),
+        tuple(named),
+        "more" if flat else None,
+    )
+    skip = {f for i, f in enumerate(named) if i in excluded}
+    parts = list(_cut(None, page, prefix if flat else None, skip.__contains__))
+    low = parts[-1].resume if parts else None
+    parts.append(_Range(low, None))
+    for before, after in itertools.pairwise(parts):
+        assert after.start_after == before.resume
+    for key in sorted({prefix + k for k in keys}):
+        owners = [
+            p
+            for p in parts
+            if (p.start_after is None or key > p.start_after)
+            and (p.stop is None or key < p.stop or (p.inclusive and key == p.stop))
+        ]
+        if not owners:
+            assert any(key.startswith(f) for f in skip), (key, parts)
+            continue
+        assert len(owners) == 1, (key, owners)
+        [part] = owners
+        assert key.startswith(part.listing_prefix(prefix))
+        page_of_one = (S3Object(key, 0, None, None),)
+        assert part.end_in(page_of_one) == 1

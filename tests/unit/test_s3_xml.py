@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from urllib.parse import quote, quote_plus
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -115,11 +118,9 @@ def test_error_bodies() -> None:
     assert parse_error(b"<html>oops") == ("", "", None)
 
 
-def _page(keys: list[str]) -> bytes:
-    from urllib.parse import quote
-
+def _page(keys: list[str], encode: Callable[..., str] = quote) -> bytes:
     items = "".join(
-        f"<Contents><Key>{quote(k, safe='/')}</Key><LastModified>2026-01-02T03:04:05.000Z</LastModified>"
+        f"<Contents><Key>{encode(k, safe='/')}</Key><LastModified>2026-01-02T03:04:05.000Z</LastModified>"
         f"<ETag>&quot;{i:032x}&quot;</ETag><ChecksumAlgorithm>CRC32</ChecksumAlgorithm><Size>{i}</Size></Contents>"
         for i, k in enumerate(keys)
     )
@@ -131,10 +132,11 @@ def _page(keys: list[str]) -> bytes:
 
 @settings(max_examples=60, deadline=None)
 @given(
-    st.lists(st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=40), max_size=20)
+    st.lists(st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=40), max_size=20),
+    st.sampled_from([quote, quote_plus]),  # moto writes a space as %20, AWS as +
 )
-def test_fast_and_tree_paths_agree_on_any_key(keys: list[str]) -> None:
-    xml = _page(keys)
+def test_fast_and_tree_paths_agree_on_any_key(keys: list[str], encode: Callable[..., str]) -> None:
+    xml = _page(keys, encode)
     fast = _s3xml._fast_v2(xml)
     assert fast is not None
     assert [o.key for o in fast.objects] == keys
@@ -144,3 +146,64 @@ def test_fast_and_tree_paths_agree_on_any_key(keys: list[str]) -> None:
         assert parse_listing(xml) == fast
     finally:
         _s3xml._fast_v2 = original
+
+
+# AWS S3 style (encoding-type=url): a space is "+" (form encoding), a literal plus "%2B", and other
+# servers write a space as "%20"; botocore decodes every key, prefix and marker with unquote_plus.
+AWS_FORM_ENCODED = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+    b"<Name>b</Name><Prefix>my+docs/</Prefix><KeyCount>4</KeyCount><MaxKeys>3</MaxKeys><Delimiter>/</Delimiter>"
+    b"<EncodingType>url</EncodingType><IsTruncated>true</IsTruncated>"
+    b"<Contents><Key>my+docs/a+b.txt</Key><LastModified>2026-11-22T09:31:00.000Z</LastModified>"
+    b"<ETag>&quot;5d41&quot;</ETag><Size>5</Size><StorageClass>STANDARD</StorageClass></Contents>"
+    b"<Contents><Key>my+docs/c%20d%2Be.txt</Key><LastModified>2026-11-22T09:31:00.000Z</LastModified>"
+    b"<ETag>&quot;5d42&quot;</ETag><Size>6</Size><StorageClass>STANDARD</StorageClass></Contents>"
+    b"<Contents><Key>my+docs/100%25+%E6%97%A5.bin</Key><LastModified>2026-11-22T09:31:00.000Z</LastModified>"
+    b"<ETag>&quot;5d43&quot;</ETag><Size>7</Size><StorageClass>STANDARD</StorageClass></Contents>"
+    b"<CommonPrefixes><Prefix>my+docs/sub+dir%2B/</Prefix></CommonPrefixes>"
+    b"<NextContinuationToken>1+2/3=</NextContinuationToken></ListBucketResult>"
+)
+
+AWS_FORM_ENCODED_VERSIONS = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<ListVersionsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+    b"<Name>b</Name><Prefix></Prefix><KeyMarker>a+0</KeyMarker><VersionIdMarker/><EncodingType>url</EncodingType>"
+    b"<NextKeyMarker>x+y%2Bz</NextKeyMarker><NextVersionIdMarker>v+2</NextVersionIdMarker>"
+    b"<MaxKeys>2</MaxKeys><IsTruncated>true</IsTruncated>"
+    b"<Version><Key>a+b</Key><VersionId>v1</VersionId><IsLatest>true</IsLatest>"
+    b"<LastModified>2026-11-22T09:31:00.000Z</LastModified><ETag>&quot;5d41&quot;</ETag><Size>5</Size></Version>"
+    b"<DeleteMarker><Key>x+y%2Bz</Key><VersionId>v+2</VersionId><IsLatest>true</IsLatest>"
+    b"<LastModified>2026-11-22T09:31:00.000Z</LastModified></DeleteMarker>"
+    b"<CommonPrefixes><Prefix>d+1/</Prefix></CommonPrefixes></ListVersionsResult>"
+)
+
+FORM_KEYS = ["my docs/a b.txt", "my docs/c d+e.txt", "my docs/100% \u65e5.bin"]
+
+
+def test_url_encoded_keys_decode_plus_as_space_on_both_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _s3xml._fast_v2(AWS_FORM_ENCODED) is not None
+    page = parse_listing(AWS_FORM_ENCODED)
+    assert [o.key for o in page.objects] == FORM_KEYS
+    assert page.prefixes == ("my docs/sub dir+/",)
+    assert page.next == "1+2/3="  # a continuation token is opaque: never decoded
+    assert tree(AWS_FORM_ENCODED, monkeypatch) == page
+
+
+def test_url_encoded_version_keys_and_markers_decode_plus_as_space() -> None:
+    page = parse_listing(AWS_FORM_ENCODED_VERSIONS)
+    assert [(o.key, o.version_id, o.is_delete_marker) for o in page.objects] == [
+        ("a b", "v1", False),
+        ("x y+z", "v+2", True),
+    ]
+    assert page.prefixes == ("d 1/",)
+    assert page.next == ("x y+z", "v+2")  # the version id is not a key: kept as sent
+
+
+def test_without_encoding_type_a_plus_is_a_plus(monkeypatch: pytest.MonkeyPatch) -> None:
+    xml = AWS_FORM_ENCODED.replace(b"<EncodingType>url</EncodingType>", b"")
+    page = parse_listing(xml)
+    assert [o.key for o in page.objects][:2] == ["my+docs/a+b.txt", "my+docs/c%20d%2Be.txt"]
+    assert page.prefixes == ("my+docs/sub+dir%2B/",)
+    assert tree(xml, monkeypatch) == page
+    versions = parse_listing(AWS_FORM_ENCODED_VERSIONS.replace(b"<EncodingType>url</EncodingType>", b""))
+    assert versions.objects[0].key == "a+b"
+    assert versions.next == ("x+y%2Bz", "v+2")

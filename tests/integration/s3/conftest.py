@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -95,3 +95,53 @@ def put_many(s3: Any) -> Callable[[str, dict[str, bytes]], None]:
             list(pool.map(lambda kv: s3.put_object(Bucket=bucket, Key=kv[0], Body=kv[1]), objects.items()))
 
     return put
+
+
+def _load_stub() -> Any:
+    """``benchmarks/s3_stub.py`` as a module, loaded once (other test modules may have loaded it)."""
+    import importlib.util
+    from pathlib import Path
+
+    if "s3_stub" in sys.modules:
+        return sys.modules["s3_stub"]
+    path = Path(__file__).parents[3] / "benchmarks" / "s3_stub.py"
+    spec = importlib.util.spec_from_file_location("s3_stub", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["s3_stub"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def s3_stub() -> Any:
+    """The in-process S3 stub module (``StubBucket``, ``serve``)."""
+    return _load_stub()
+
+
+@pytest.fixture
+async def stub_table(monkeypatch: pytest.MonkeyPatch, s3_stub: Any) -> AsyncIterator[Any]:
+    """A factory: ``await stub_table(bucket, **s3)`` serves ``bucket`` on 127.0.0.1 and returns the
+    ``[s3]`` table that points a source at it; the servers stop with the test."""
+    for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in (
+        ("AWS_ACCESS_KEY_ID", "stub"),
+        ("AWS_SECRET_ACCESS_KEY", "stub"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+        ("AWS_CONFIG_FILE", "/nonexistent"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ):
+        monkeypatch.setenv(var, value)  # fmt: skip
+    runners: list[Any] = []
+
+    async def start(bucket: Any, **table: Any) -> dict[str, Any]:
+        runner, port = await s3_stub.serve(bucket)
+        runners.append(runner)
+        return {"endpoint_url": f"http://127.0.0.1:{port}", **table}
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
