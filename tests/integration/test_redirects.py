@@ -350,6 +350,25 @@ async def test_a_metadata_address_is_refused_before_any_connection(url: str, tri
     assert took < 1.0
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["http://2852039166/", "http://0xa9fea9fe/", "http://169.254.43518/", "http://169.254.169.254./"],
+)
+async def test_a_metadata_address_in_a_legacy_numeric_form_is_never_connected_to(
+    url: str, tripwire: list[str]
+) -> None:
+    # the OS would map these onto 169.254.169.254: refused by aiohttp as non-canonical literals, or
+    # by the resolver guard on the address they resolve to
+    bodies = UrlBodies(connect_timeout=5.0)
+    try:
+        with anyio.fail_after(5), pytest.raises(TargetError) as info:
+            await fetch(bodies, url)
+    finally:
+        await bodies.aclose()
+    assert info.value.code in ("blocked_address", "transport")
+    assert tripwire == []
+
+
 async def test_a_redirect_to_a_metadata_address_is_refused(tripwire: list[str]) -> None:
     routes = {
         "/literal": (302, f"http://169.254.169.254/latest/meta-data/iam?{QUERY}"),
@@ -390,3 +409,29 @@ async def test_a_name_that_also_resolves_to_a_metadata_address_connects_only_to_
             await bodies.aclose()
     assert tripwire == ["127.0.0.1"]
     assert seen.paths == ["/page"]
+
+
+async def test_the_urls_table_reaches_the_url_opener_of_list_sources(
+    tmp_path: Path, tripwire: list[str]
+) -> None:
+    from scanner.config import UrlsConfig
+    from scanner.sources import SourceOptions, build
+
+    listing = tmp_path / "urls.txt"
+    listing.write_text("")
+    async with serve({"/to-metadata": (302, "http://169.254.169.254/")}) as (url, _, _seen):
+        for allow in (False, True):
+            source = build(f"urls:{listing}", SourceOptions(urls=UrlsConfig(allow_link_local=allow)))
+            try:
+                with anyio.fail_after(10):
+                    async with source.open(Target(Kind.URL, url + "/page")) as body:
+                        assert b"".join([c async for c in body.chunks()]) == b"landed"
+                    if not allow:
+                        with pytest.raises(TargetError) as info:
+                            async with source.open(Target(Kind.URL, url + "/to-metadata")):
+                                pass
+                        assert info.value.code == "blocked_address"
+                assert f"link_local={'allowed' if allow else 'refused'}" in repr(source)
+            finally:
+                await source.aclose()  # type: ignore[attr-defined]
+    assert not any(_forbidden(a) for a in tripwire)
