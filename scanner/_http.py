@@ -18,6 +18,11 @@ Contract of :meth:`VendorClient.request`:
 * **401/403** raise :class:`~scanner.errors.AuthError` at once and are never retried; the client then
   refuses every further request without touching the network (vendors block IPs for bad keys).
 * Other statuses are returned for the adapter to read (a 404 for an unknown id, a 400 body code).
+* **Redirects** (301, 302, 303, 307, 308 with a ``Location``) are never followed by aiohttp. By
+  default none is followed at all: a redirect raises :class:`~scanner.errors.ProtocolError` naming
+  the location without its query, and nothing is sent there. A client made with ``max_redirects``
+  follows up to that many, to the same origin only (scheme, host and port), so the credentials it
+  carries (headers, cookies, the ``apikey``) never reach another host, another port, or plain http.
 * aiohttp and OS exceptions never escape: they become :class:`~scanner.errors.TransportError`
   (``code="tls"`` and not retried for certificate failures) and messages name the redacted URL.
 * **Redaction.** Every configured secret is replaced by ``***`` in messages and logs; header values
@@ -43,8 +48,9 @@ from typing import Any, Self
 import aiohttp
 import anyio
 import orjson
+from yarl import URL
 
-from ._redact import Redactor
+from ._redact import Redactor, quote_url
 from .errors import (
     AuthError,
     ProtocolError,
@@ -71,6 +77,9 @@ __all__ = (
 )
 
 log = logging.getLogger("scanner.http")
+
+#: the answers aiohttp would follow; a vendor request follows one only when the client allows it
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 #: requests sent on behalf of the scan running in this task, retries included (see count_tries)
 _tries: ContextVar[list[int] | None] = ContextVar("scanner_http_tries", default=None)
@@ -277,6 +286,8 @@ class VendorClient:
         hints: the vendor's parser of rate-limit signals.
         connections: the connection pool's size (the engine's "connections" limit).
         ca_file: a PEM bundle to trust instead of the system store (for a private endpoint).
+        max_redirects: same-origin redirects one request may follow (0, the default: none; a vendor
+            that needs them says so). A redirect to another origin is never followed.
         session_factory: builds the session (tests may inject one); default: a bounded TCPConnector.
     """
 
@@ -293,6 +304,7 @@ class VendorClient:
         timeouts: Timeouts | None = None,
         retry: RetryPolicy | None = None,
         ca_file: str | None = None,
+        max_redirects: int = 0,
         rng: random.Random | None = None,
     ) -> None:
         self.vendor = vendor
@@ -305,6 +317,7 @@ class VendorClient:
         self.timeouts = timeouts or Timeouts()
         self.retry = retry or RetryPolicy()
         self._ca_file = ca_file
+        self.max_redirects = max_redirects
         self._rng = rng or random.Random()
         self._session: aiohttp.ClientSession | None = None
         self._auth_failure: AuthError | None = None
@@ -447,55 +460,117 @@ class VendorClient:
         if session is None:
             raise RuntimeError("VendorClient used outside 'async with'")
         send_headers = {**self._headers, **(headers or {})}
+        if json is not None:
+            data = orjson.dumps(json)
+            send_headers.setdefault("Content-Type", "application/json")
         route, cost, paced, family = limit
         async with self.limits.slot(route, cost, paced=paced, family=family) as slot:
-            stream = _Tracked(data()) if callable(data) else None
-            body: Any = stream if stream is not None else data
-            if json is not None:
-                body = orjson.dumps(json)
-                send_headers.setdefault("Content-Type", "application/json")
-            self._requests += 1
-            self._in_flight += 1
-            try:
-                async with session.request(method, url, headers=send_headers, data=body) as resp:
-                    payload = await resp.read()
-                    status = resp.status
-                    resp_headers = {k: v for k, v in resp.headers.items()}
-            except aiohttp.ClientConnectorCertificateError as exc:
-                error = TransportError(
-                    f"{where}: TLS certificate not trusted ({exc.certificate_error})", code="tls"
+            hops = 0
+            while True:
+                status, resp_headers, payload, location = await self._send(
+                    session, method, url, where, send_headers, data, replay_safe
                 )
-                error.retryable = False
-                raise error from None
-            except aiohttp.ClientSSLError:
-                error = TransportError(f"{where}: TLS handshake failed", code="tls")
-                error.retryable = False
-                raise error from None
-            except aiohttp.ClientConnectorError as exc:
-                # never connected, so never received: always safe to send again
-                raise _Retry(TransportError(f"{where}: {self._describe(exc)}")) from None
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                if stream is not None and stream.error is not None:
-                    # the body itself failed (a file that changed after hashing): that is the story
-                    raise stream.error from None
-                error = TransportError(f"{where}: {self._describe(exc)}")
-                if not replay_safe:
-                    # the server may have acted on it (an upload charged to the quota): the adapter
-                    # decides whether sending it again is right, so this one is not retried here
-                    error.retryable = False
-                    error.code = "transport_unconfirmed"
-                    raise error from None
-                raise _Retry(error) from None
-            finally:
-                self._in_flight -= 1
-                if stream is not None:
-                    with anyio.CancelScope(shield=True):
-                        await stream.aclose()
+                if location is None:
+                    break
+                # a hop shares its attempt's slot and retries: the server asked for it, not the adapter
+                method, url, keep_body = self._follow(where, method, url, status, location, hops)
+                if not keep_body:
+                    data = None
+                    send_headers.pop("Content-Type", None)
+                where = _Where(self, method, url)
+                hops += 1
             hint = self._hints(status, resp_headers, payload)
             slot.observe(hint)
-        self._statuses[status] += 1
         log.debug("%s -> %d (attempt %d)", where, status, attempt)
         return self._classify(where, Response(status, resp_headers, payload, attempt, hint))
+
+    async def _send(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: str,
+        where: _Where,
+        headers: Mapping[str, str],
+        data: Body,
+        replay_safe: bool,
+    ) -> tuple[int, dict[str, str], bytes, str | None]:
+        """One exchange, redirects not followed: status, headers, body, and the Location of a redirect
+        answer (None for any other). Raises _Retry or a typed error for a failure on the way."""
+        stream = _Tracked(data()) if callable(data) else None
+        body: Any = stream if stream is not None else data
+        self._requests += 1
+        self._in_flight += 1
+        try:
+            # aiohttp would follow a redirect anywhere with our headers on: ours are checked in _follow
+            async with session.request(
+                method, url, headers=headers, data=body, allow_redirects=False
+            ) as resp:
+                payload = await resp.read()
+                status = resp.status
+                resp_headers = {k: v for k, v in resp.headers.items()}
+                location = resp.headers.get("Location") if status in _REDIRECTS else None
+        except aiohttp.ClientConnectorCertificateError as exc:
+            error = TransportError(
+                f"{where}: TLS certificate not trusted ({exc.certificate_error})", code="tls"
+            )
+            error.retryable = False
+            raise error from None
+        except aiohttp.ClientSSLError:
+            error = TransportError(f"{where}: TLS handshake failed", code="tls")
+            error.retryable = False
+            raise error from None
+        except aiohttp.ClientConnectorError as exc:
+            # never connected, so never received: always safe to send again
+            raise _Retry(TransportError(f"{where}: {self._describe(exc)}")) from None
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            if stream is not None and stream.error is not None:
+                # the body itself failed (a file that changed after hashing): that is the story
+                raise stream.error from None
+            error = TransportError(f"{where}: {self._describe(exc)}")
+            if not replay_safe:
+                # the server may have acted on it (an upload charged to the quota): the adapter
+                # decides whether sending it again is right, so this one is not retried here
+                error.retryable = False
+                error.code = "transport_unconfirmed"
+                raise error from None
+            raise _Retry(error) from None
+        finally:
+            self._in_flight -= 1
+            if stream is not None:
+                with anyio.CancelScope(shield=True):
+                    await stream.aclose()
+        self._statuses[status] += 1
+        return status, resp_headers, payload, location
+
+    def _follow(
+        self, where: _Where, method: str, url: str, status: int, location: str, hops: int
+    ) -> tuple[str, str, bool]:
+        """Where a redirect answer leads: (method, URL, whether the body goes too), as aiohttp would
+        choose them. Raises ProtocolError, naming the location without its query, unless this client
+        follows redirects, has not followed ``max_redirects`` yet, and the location is same-origin."""
+        try:
+            here = URL(url)
+            there = here.join(URL(location)).with_fragment(None)
+        except (ValueError, TypeError):
+            raise ProtocolError(f"{where}: redirected (HTTP {status}) to a malformed Location") from None
+        shown = self.redact.text(quote_url(str(there)))
+        if not self.max_redirects:
+            raise ProtocolError(
+                f"{where}: redirected (HTTP {status}) to {shown}; vendor requests follow no redirect"
+            )
+        if (there.scheme, there.host, there.port) != (here.scheme, here.host, here.port):
+            why = (
+                "to plain http" if here.scheme == "https" and there.scheme == "http" else "to another origin"
+            )
+            raise ProtocolError(
+                f"{where}: redirected (HTTP {status}) {why}, {shown}: not followed, the request carries "
+                "credentials"
+            )
+        if hops >= self.max_redirects:
+            raise ProtocolError(f"{where}: more than {self.max_redirects} redirects (the last to {shown})")
+        if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
+            return "GET", str(there), False
+        return method, str(there), True
 
     def _describe(self, exc: BaseException) -> str:
         return self.redact.text(describe_transport_error(exc))

@@ -436,6 +436,7 @@ async def _scan(args: argparse.Namespace) -> int:
         all_versions=args.all_versions,
         stat_files=args.skip_unchanged,
         s3=settings.s3,
+        urls=settings.urls,
     )
     built = [sources.build(spec, options) for spec in args.sources]
     for source in built:

@@ -13,6 +13,7 @@
   it could only earn a 401, and repeated 401s get the address blocked. Validation errors are
   rebuilt from the key path and msgspec's message, which never quotes a secret (custom types such as
   :class:`Secret` raise messages without the input).
+* The ``[urls]`` table (:class:`UrlsConfig`) says how ``url`` targets are fetched.
 * Sizes are :class:`ByteSize`: ``4096``, ``"10MB"`` (10**6), ``"1.5GiB"`` (2**30).
 
 msgspec, not pydantic: it imports in milliseconds and validates in C, and a run's fixed cost was a
@@ -40,6 +41,7 @@ __all__ = (
     "HttpUrl",
     "Secret",
     "Settings",
+    "UrlsConfig",
     "format_validation_error",
     "interpolate",
     "load",
@@ -47,9 +49,18 @@ __all__ = (
 )
 
 M = TypeVar("M", bound=msgspec.Struct)
-_TOP_LEVEL = frozenset({"engines", "s3"})
+_TOP_LEVEL = frozenset({"engines", "s3", "urls"})
 #: ``$$``, ``${NAME}``, or (group 2) a ``${`` that starts neither: an error, not a literal
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|(\$\{)")
+
+
+class UrlsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The ``[urls]`` table: how ``url`` targets are fetched (see :mod:`scanner.sources._http_body`)."""
+
+    #: connect to link-local and cloud metadata addresses (169.254.0.0/16, fe80::/10,
+    #: fd00:ec2::254), refused by default: a URL list nobody vetted must not reach this machine's
+    #: cloud credentials
+    allow_link_local: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +71,7 @@ class Settings:
     engines: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: the ``[s3]`` table (endpoint_url, region, ...), validated by the S3 module that uses it
     s3: Mapping[str, Any] = field(default_factory=dict)
+    urls: UrlsConfig = field(default_factory=UrlsConfig)
 
     def engine_table(self, name: str) -> Mapping[str, Any]:
         return self.engines.get(name, {})
@@ -82,7 +94,7 @@ def load(path: str | os.PathLike[str] | None, *, environ: Mapping[str, str] | No
     unknown = sorted(set(raw) - _TOP_LEVEL)
     if unknown:
         raise ConfigError(
-            f"config file {p}: unknown key {unknown[0]!r} (expected: [engines.NAME] tables and [s3])"
+            f"config file {p}: unknown key {unknown[0]!r} (expected: [engines.NAME] tables, [s3] and [urls])"
         )
     engines = raw.get("engines", {})
     if not isinstance(engines, dict):
@@ -95,7 +107,15 @@ def load(path: str | os.PathLike[str] | None, *, environ: Mapping[str, str] | No
     s3 = raw.get("s3", {})
     if not isinstance(s3, dict):
         raise ConfigError(f"config file {p}: 's3' must be a table")
-    return Settings(path=str(p), engines=out, s3=interpolate(s3, env, "s3"))
+    urls = raw.get("urls", {})
+    if not isinstance(urls, dict):
+        raise ConfigError(f"config file {p}: 'urls' must be a table")
+    return Settings(
+        path=str(p),
+        engines=out,
+        s3=interpolate(s3, env, "s3"),
+        urls=validate_section(UrlsConfig, interpolate(urls, env, "urls"), "urls"),
+    )
 
 
 def interpolate(value: Any, environ: Mapping[str, str], where: str) -> Any:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._content import open_local
+from ..config import UrlsConfig
 from ..errors import SourceError, TargetError
 from ..model import Kind, Target
 from ._base import Body, Source
@@ -35,6 +36,8 @@ class SourceOptions:
     stat_files: bool = False
     #: the config file's ``[s3]`` table (endpoint_url, region, ...)
     s3: Mapping[str, Any] = field(default_factory=dict)
+    #: the config file's ``[urls]`` table (how url targets are fetched)
+    urls: UrlsConfig = field(default_factory=UrlsConfig)
 
 
 def build(spec: str, options: SourceOptions) -> Source:
@@ -51,9 +54,16 @@ def build(spec: str, options: SourceOptions) -> Source:
             path=None,
             opener=router.open,
             closer=router.aclose,
+            url_config=options.urls,
         )
     if spec.startswith("urls:"):
-        return ListSource("urls:" + spec[5:], frozenset({Kind.URL}), lambda s, _: parse_url(s), path=spec[5:])
+        return ListSource(
+            "urls:" + spec[5:],
+            frozenset({Kind.URL}),
+            lambda s, _: parse_url(s),
+            path=spec[5:],
+            url_config=options.urls,
+        )
     if spec.startswith("sites:"):
         return ListSource(
             "sites:" + spec[6:], frozenset({Kind.SITE}), lambda s, _: parse_site(s), path=spec[6:]

@@ -31,6 +31,7 @@ import msgspec
 import orjson
 
 from .._redact import scrub_urls
+from ..config import UrlsConfig
 from ..errors import SourceError, TargetError
 from ..model import ErrorInfo, Kind, Target
 from ._base import Body, LocalPath
@@ -218,7 +219,8 @@ class ListSource:
     """Targets from a text file or stdin.
 
     ``url`` targets are opened with ``urls`` (a :class:`~._http_body.UrlBodies` made on first use
-    when not given); ``opener`` opens the other kinds that have content (stdin's files and S3 objects).
+    from ``url_config`` when not given); ``opener`` opens the other kinds that have content (stdin's
+    files and S3 objects).
     """
 
     def __init__(
@@ -231,6 +233,7 @@ class ListSource:
         opener: Callable[[Target], AbstractAsyncContextManager[Body]] | None = None,
         closer: Callable[[], Awaitable[None]] | None = None,
         urls: UrlBodies | None = None,
+        url_config: UrlsConfig | None = None,
     ) -> None:
         self.name = name
         self.kinds = kinds
@@ -239,6 +242,7 @@ class ListSource:
         self._opener = opener
         self._closer = closer
         self._urls = urls
+        self._url_config = url_config or UrlsConfig()
 
     def __repr__(self) -> str:
         return f"<ListSource {self.name} urls={self._urls!r}>"
@@ -331,7 +335,7 @@ class ListSource:
                 # imported on first use: a scan with no URL in it never pays for aiohttp's import
                 from ._http_body import UrlBodies
 
-                self._urls = UrlBodies()
+                self._urls = UrlBodies(allow_link_local=self._url_config.allow_link_local)
             return self._urls.open(target)
         if self._opener is None:
             raise TargetError(f"{target.kind} targets have no content to read", code="no_content")
