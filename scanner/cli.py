@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import anyio
 
 from . import __version__, config, engines, logs, sources
-from .errors import ScannerError, UsageError, ours
+from .errors import ScannerError, SinkError, UsageError, ours
 from .model import Kind, Status, Target, Verdict, as_written
 from .pipeline import Pipeline, Summary
 from .progress import Progress, format_counts
@@ -298,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    code = run(argv)
+    closed = _fill_standard_streams()
+    code = run(argv, stdout_closed=1 in closed)
     # run() has closed or flushed everything that matters (outputs, state store, workers, logs).
     # Leave without the interpreter's teardown, which frees every module and object one by one:
     # 30-60 ms of every run. A stream that cannot be flushed is a closed pipe: nothing more can be
@@ -313,13 +314,46 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     os._exit(code)
 
 
-def run(argv: Sequence[str] | None = None) -> int:
+def _fill_standard_streams() -> frozenset[int]:
+    """Open ``/dev/null`` on each of fd 0, 1 and 2 that is closed; the set of those that were.
+
+    Call first, before anything opens a descriptor: a closed one would be taken by the next file
+    opened (the event loop's self-pipe, a worker's pipe), and libuv aborts the process when asked to
+    close a descriptor below 3. The stream then behaves as one redirected to /dev/null."""
+    closed = set()
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.add(fd)
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: fd itself, as 0..fd-1 are open
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            os.set_inheritable(fd, True)  # worker processes get it as their own standard stream
+    # Python left sys.stdin/stdout/stderr None for a descriptor closed at its start
+    if 0 in closed:
+        sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115 (lives as long as the process)
+    if 1 in closed:
+        sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+    if 2 in closed:
+        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+    return frozenset(closed)
+
+
+def run(argv: Sequence[str] | None = None, *, stdout_closed: bool = False) -> int:
+    """The command's exit status. ``stdout_closed``: the process started with fd 1 closed (now
+    ``/dev/null``), so verdict lines meant for stdout would be lost: a scan to stdout is refused."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         args = build_parser().parse_args(argv)
         if args.command is None:
             raise UsageError("a command is required: scan, simulate or sample (see 'scanner --help')")
         logs.configure(-1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0))
+        if args.command == "scan" and stdout_closed and args.output == "-":
+            raise SinkError(
+                "stdout is closed: the verdict lines would be lost; write them to a file with --output FILE"
+            )
         if args.command == "scan":
             return _run_async(_scan, args)
         if args.command == "simulate":
