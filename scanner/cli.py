@@ -47,8 +47,8 @@ sources:
 
 exit status:
   0  every target scanned, nothing found
-  1  at least one target infected, suspicious or vulnerable (even if others failed)
-  2  some target ended in error, the run was interrupted, or it could not start
+  1  at least one target infected, suspicious or vulnerable (even if others failed or it was interrupted)
+  2  nothing found, and some target ended in error, the run was interrupted, or it could not start
 
 examples:
   scanner scan ~/Downloads                               # embedded YARA engine, verdicts on stdout
