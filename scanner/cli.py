@@ -71,13 +71,19 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 10MB, 1.5GiB or 4096)") from None
 
 
-def _at_least_one(text: str) -> int:
+#: --jobs: each job is a coroutine and, while it reads, an open file; past this a typo, not a plan
+MAX_JOBS = 10_000
+#: --drain-timeout and --progress-interval: a day
+_MAX_SECONDS = 86_400.0
+
+
+def _jobs(text: str) -> int:
     try:
         n = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {n}")
+    if not 1 <= n <= MAX_JOBS:
+        raise argparse.ArgumentTypeError(f"must be at least 1 and at most {MAX_JOBS:,}, not {n:,}")
     return n
 
 
@@ -87,8 +93,10 @@ def _seconds(minimum: float) -> Any:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-        if not value >= minimum:  # also false for nan
-            raise argparse.ArgumentTypeError(f"must be at least {minimum:g} seconds, not {text}")
+        if not minimum <= value <= _MAX_SECONDS:  # also false for nan
+            raise argparse.ArgumentTypeError(
+                f"must be at least {minimum:g} and at most {_MAX_SECONDS:,.0f} seconds, not {text}"
+            )
         return value
 
     return parse
@@ -167,9 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "--jobs",
         "-j",
-        type=_at_least_one,
+        type=_jobs,
         metavar="N",
-        help="targets in flight at once (default: the engine's own, e.g. 256 for yara)",
+        help=f"targets in flight at once, 1 to {MAX_JOBS:,} (default: the engine's own, e.g. 256 for yara)",
     )
     g = scan.add_argument_group("selecting targets")
     g.add_argument(

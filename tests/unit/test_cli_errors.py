@@ -106,12 +106,21 @@ def test_worker_processes_that_die_at_start_give_the_cause(
 @pytest.mark.parametrize(
     ("flags", "mentions"),
     [
-        (["--jobs", "0"], "argument --jobs/-j: must be at least 1, not 0"),
-        (["--jobs", "-3"], "argument --jobs/-j: must be at least 1, not -3"),
+        (["--jobs", "0"], "argument --jobs/-j: must be at least 1 and at most 10,000, not 0"),
+        (["--jobs", "-3"], "argument --jobs/-j: must be at least 1 and at most 10,000, not -3"),
         (["--jobs", "many"], "argument --jobs/-j: not a whole number: 'many'"),
-        (["--drain-timeout", "-1"], "argument --drain-timeout: must be at least 0 seconds, not -1"),
-        (["--drain-timeout", "nan"], "argument --drain-timeout: must be at least 0 seconds, not nan"),
-        (["--progress-interval", "0"], "argument --progress-interval: must be at least 1 seconds, not 0"),
+        (
+            ["--drain-timeout", "-1"],
+            "argument --drain-timeout: must be at least 0 and at most 86,400 seconds, not -1",
+        ),
+        (
+            ["--drain-timeout", "nan"],
+            "argument --drain-timeout: must be at least 0 and at most 86,400 seconds, not nan",
+        ),
+        (
+            ["--progress-interval", "0"],
+            "argument --progress-interval: must be at least 1 and at most 86,400 seconds, not 0",
+        ),
         (["--rescan-after", "30d"], "--rescan-after needs --skip-unchanged and --state"),
         (["--rescan-after", "30d", "--state", "s.db"], "--rescan-after needs --skip-unchanged"),
         (
