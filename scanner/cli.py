@@ -12,6 +12,8 @@ import dataclasses
 import logging
 import os
 import re
+import shlex
+import shutil
 import signal
 import sys
 import traceback
@@ -785,8 +787,24 @@ def _sample(args: argparse.Namespace) -> int:
     from .sample import write_sample
 
     written = write_sample(args.directory)
-    print(
-        f"scanner: wrote {written} files under {args.directory}; try: scanner scan {args.directory}",
-        file=sys.stderr,
-    )
+    try_next = shlex.join([*_program(), "scan", args.directory])
+    print(f"scanner: wrote {written} files under {args.directory}; try: {try_next}", file=sys.stderr)
     return 0
+
+
+def _program() -> list[str]:
+    """This program as the user's shell can start it again: ``scanner`` when that name on PATH is
+    this very program, else its path (``.venv/bin/scanner`` in a checkout), or ``python -m scanner``."""
+    here = sys.argv[0]
+    if os.path.basename(here) == "__main__.py":
+        return [_shortest(sys.executable), "-m", "scanner"]
+    found = shutil.which("scanner")
+    if found is not None and os.path.realpath(found) == os.path.realpath(here):
+        return ["scanner"]
+    return [_shortest(here)]
+
+
+def _shortest(path: str) -> str:
+    """``path`` relative to the working directory when that does not climb out of it."""
+    relative = os.path.relpath(path)
+    return relative if not relative.startswith("..") and "/" in relative else os.path.abspath(path)

@@ -6,6 +6,7 @@ had found something (it exits 1: a finding is never masked).
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -48,3 +49,21 @@ def test_errors_alone_or_an_interrupt_alone_exit_2(interrupted: bool) -> None:
     summary = Summary(listed=3, written=3, elapsed=1.0, by_status={"clean": 2, "error": int(not interrupted)},
                       errors_by_code={}, interrupted=interrupted)  # fmt: skip
     assert summary.exit_code == 2
+
+
+def setup_section() -> str:
+    return section("Set up")
+
+
+def test_the_set_up_section_shows_no_command_that_needs_uv_on_path() -> None:
+    # uv lives in .tools/bin, which the scripts put on their own PATH only
+    assert "uv run" not in setup_section()
+
+
+def test_every_program_the_readme_runs_from_the_checkout_exists() -> None:
+    root = README.parent
+    text = README.read_text(encoding="utf-8")
+    programs = set(re.findall(r"(?<![\w/.])((?:\./)?(?:scripts|\.venv/bin)/[\w-]+)", text))
+    assert ".venv/bin/scanner" in programs
+    for program in programs:
+        assert (root / program).is_file() and os.access(root / program, os.X_OK), program
