@@ -709,7 +709,7 @@ def _print_summary(
         reasons = ", ".join(f"{n:,} {why}" for why, n in sorted(summary.dropped.items()))
         lines.append(f"  not rescanned: {reasons}")
     if summary.interrupted:
-        lines.extend(_interrupted_lines(summary, listing_done=listing_done, state=state))
+        lines.extend(_interrupted_lines(summary, output, listing_done=listing_done, state=state))
     # a name or a message may hold a newline or a terminal escape: never a forged line in a cron log
     _write_stderr("".join(_CONTROL.sub(_escape, line) + "\n" for line in lines))
 
@@ -731,8 +731,9 @@ def _shown(target: Target) -> str:
     return as_written(target.target)
 
 
-def _interrupted_lines(summary: Summary, *, listing_done: bool, state: str | None) -> list[str]:
-    """What an interrupt lost, and how to get it back (with --state only if this run had one)."""
+def _interrupted_lines(summary: Summary, output: str, *, listing_done: bool, state: str | None) -> list[str]:
+    """What an interrupt lost, and how to get it back: the same command continues only a file
+    output with a state store; stdout and an S3 report are written again from the start."""
     # listed, minus lines written, minus targets deliberately given none (done before, unchanged):
     # jobs abandoned when the drain timed out, and targets still queued behind them
     abandoned = summary.listed - summary.written - sum(summary.dropped.values())
@@ -745,7 +746,15 @@ def _interrupted_lines(summary: Summary, *, listing_done: bool, state: str | Non
     if not listing_done:
         lost.append("the rest of the source was not read")
     lines = [f"  interrupted: the run is incomplete{': ' + '; '.join(lost) if lost else ''}"]
-    if state is not None:
+    if output == "stdout":
+        # what a rerun writes to stdout is every line again: `>> report` would hold them twice
+        lines.append(
+            "  stdout cannot be resumed: run it again to start over, or write to a file "
+            "(--output FILE --state PATH) so that a rerun continues where it stopped"
+        )
+    elif output.startswith("s3://"):
+        lines.append("  an S3 report is never resumed: run it again to write it whole")
+    elif state is not None:
         lines.append("  run it again (same --state and --output) to finish")
     else:
         lines.append(

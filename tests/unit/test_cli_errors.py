@@ -167,7 +167,7 @@ def summary(**kw: object) -> Summary:
 def test_an_interrupted_summary_says_what_was_lost_and_advises_state_only_when_given(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    cli._print_summary(summary(dropped={"unchanged": 3}), "stdout", cli._Notable(), listing_done=False)
+    cli._print_summary(summary(dropped={"unchanged": 3}), "out.ndjson", cli._Notable(), listing_done=False)
     err = capsys.readouterr().err
     assert (
         "  interrupted: the run is incomplete: 7 targets read from the source got no line "
