@@ -62,8 +62,76 @@ examples:
 
 
 class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors that name the real cause (see :func:`_explain`)."""
+
+    _tokens: Sequence[str] = ()
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self._tokens = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras and all(e.startswith("-") and e != "-" for e in extras):
+            self.error(_unknown_options_message(extras))
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see '{self.prog} --help')")
+        raise UsageError(f"{_explain(self, message)} (see '{self.prog} --help')")
+
+
+_SOURCE_REQUIRED = "the following arguments are required: SOURCE"
+_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
+
+
+def _unknown_options_message(unknown: Sequence[str]) -> str:
+    return (
+        f"unknown option{'s' if len(unknown) > 1 else ''} {' '.join(unknown)} "
+        "(a source starting with '-' goes after '--')"
+    )
+
+
+def _explain(parser: _Parser, message: str) -> str:
+    """argparse's message, or the cause behind a missing SOURCE: a source that looks like an option
+    (``-leading-dash``), or a string option that took the source as its value (``--state tree``)."""
+    if message != _SOURCE_REQUIRED:
+        return message
+    unknown: list[str] = []
+    took: tuple[str, str] | None = None
+    pending: tuple[str, argparse.Action] | None = None  # an option waiting for its value
+    for arg in parser._tokens:
+        if arg == "--":
+            break
+        if pending is not None and (not arg.startswith("-") or _NUMBER.match(arg)):
+            if pending[1].type is None:  # a string value, so it may well be the source
+                took = (pending[0], arg)
+            pending = None
+            continue
+        pending = None
+        if not arg.startswith("-") or arg == "-":
+            continue
+        name, has_value = arg.split("=", 1)[0], "=" in arg
+        action = parser._option_string_actions.get(name)
+        if action is None and arg.startswith("--"):
+            matches = {a for o, a in parser._option_string_actions.items() if o.startswith(name)}
+            action = matches.pop() if len(matches) == 1 else None
+        elif action is None and arg[:2] in parser._option_string_actions:
+            continue  # -j4, -qv: a short option with its value or more flags attached
+        if action is None:
+            unknown.append(arg)
+        elif action.nargs in (None, "?") and not has_value:
+            pending = (arg, action)
+    if unknown:
+        return _unknown_options_message(unknown)
+    if took is not None:
+        return f"SOURCE required ({took[0]} took {took[1]!r} as its value? give the source too)"
+    return "SOURCE required"
 
 
 def _size(text: str) -> int:
