@@ -348,7 +348,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds between plain progress lines, at least 1 (default: %(default)s)",
     )
-    h.add_argument("-q", "--quiet", action="store_true", help="no progress and no summary; errors only")
+    h.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="errors only: no progress; the summary only of targets that ended in error (by cause, "
+        "the first few), none when no target did",
+    )
     h.add_argument("-v", "--verbose", action="count", default=0, help="more log detail (-vv: debug)")
     h.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
 
@@ -701,9 +707,8 @@ async def _scan_with(
         await sink.aclose()
         if store is not None and run is not None and not summary.interrupted:
             await store.finish_run(output, run.run_id)
-    if not args.quiet:
-        listing_done = pipeline.statistics().listing_done
-        _print_summary(summary, sink.name, notable, listing_done=listing_done, state=args.state)
+    listing_done = pipeline.statistics().listing_done
+    _print_summary(summary, sink.name, notable, listing_done=listing_done, state=args.state, quiet=args.quiet)
     return summary.exit_code
 
 
@@ -743,9 +748,26 @@ class _Notable:
 
 
 def _print_summary(
-    summary: Summary, output: str, notable: _Notable, *, listing_done: bool = True, state: str | None = None
+    summary: Summary,
+    output: str,
+    notable: _Notable,
+    *,
+    listing_done: bool = True,
+    state: str | None = None,
+    quiet: bool = False,
 ) -> None:
-    """The run at a glance, on stderr; a closed stderr loses it and changes nothing else."""
+    """The run at a glance, on stderr; a closed stderr loses it and changes nothing else.
+
+    ``quiet`` (``-q``: errors only): the targets that ended in error, counted by cause, and the
+    first few of them; nothing at all when none did."""
+    if quiet:
+        failed = summary.by_status.get(Status.ERROR, 0)
+        if failed:
+            plural = "s" if failed != 1 else ""
+            causes = _causes(summary)
+            head = f"scanner: {failed:,} target{plural} ended in error; not scanned, by cause: {causes}"
+            _write_lines([head, *_failed_lines(summary, output, notable)])
+        return
     lines = []
     rate = summary.written / summary.elapsed if summary.elapsed > 0 else 0.0
     lines.append(
@@ -758,15 +780,8 @@ def _print_summary(
     if summary.findings > len(notable.found):
         lines.append(f"  ... and {summary.findings - len(notable.found):,} more in {output}")
     if summary.errors_by_code:
-        causes = ", ".join(
-            f"{code} {n:,}" for code, n in sorted(summary.errors_by_code.items(), key=lambda x: -x[1])
-        )
-        lines.append(f"  not scanned, by cause: {causes}")
-    for v in notable.failed:
-        lines.append(f"  error: {_shown(v.target)}: {v.error.message if v.error else ''}")
-    failed = summary.by_status.get(Status.ERROR, 0)
-    if notable.failed and failed > len(notable.failed):
-        lines.append(f"  ... and {failed - len(notable.failed):,} more errors in {output}")
+        lines.append(f"  not scanned, by cause: {_causes(summary)}")
+    lines.extend(_failed_lines(summary, output, notable))
     if summary.halted is not None:
         lines.append(f"  halted: {summary.halted.message}")
     for message in summary.source_errors:
@@ -778,8 +793,28 @@ def _print_summary(
         lines.append(f"  not rescanned: {reasons}")
     if summary.interrupted:
         lines.extend(_interrupted_lines(summary, output, listing_done=listing_done, state=state))
+    _write_lines(lines)
+
+
+def _write_lines(lines: Sequence[str]) -> None:
     # a name or a message may hold a newline or a terminal escape: never a forged line in a cron log
     _write_stderr("".join(_CONTROL.sub(_escape, line) + "\n" for line in lines))
+
+
+def _causes(summary: Summary) -> str:
+    """``timeout 3, not_found 1``: the codes of the lines that were not clean, most frequent first."""
+    return ", ".join(
+        f"{code} {n:,}" for code, n in sorted(summary.errors_by_code.items(), key=lambda x: -x[1])
+    )
+
+
+def _failed_lines(summary: Summary, output: str, notable: _Notable) -> list[str]:
+    """The first few targets that ended in error, and how many more the report holds."""
+    lines = [f"  error: {_shown(v.target)}: {v.error.message if v.error else ''}" for v in notable.failed]
+    failed = summary.by_status.get(Status.ERROR, 0)
+    if notable.failed and failed > len(notable.failed):
+        lines.append(f"  ... and {failed - len(notable.failed):,} more errors in {output}")
+    return lines
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
