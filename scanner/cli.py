@@ -680,8 +680,12 @@ async def _scan_with(
             tg.start_soon(progress.run, pipeline)
             try:
                 summary = await pipeline.run()
-                if admission is not None and admission.carried:
-                    summary = dataclasses.replace(summary, carried=dict(admission.carried))
+                if admission is not None:
+                    summary = dataclasses.replace(
+                        summary,
+                        carried=dict(admission.carried),
+                        unchanged_findings=dict(admission.unchanged_findings),
+                    )
             except ScannerError as exc:
                 # raised through the task group it would come out wrapped in an ExceptionGroup,
                 # which run() reports as an internal error instead of the error's own line
@@ -791,6 +795,11 @@ def _print_summary(
     if summary.dropped:
         reasons = ", ".join(f"{n:,} {why}" for why, n in sorted(summary.dropped.items()))
         lines.append(f"  not rescanned: {reasons}")
+    if summary.unchanged_findings:
+        lines.append(
+            f"  found before and skipped as unchanged: {format_counts(summary.unchanged_findings)} "
+            "(--rescan-infected scans them again)"
+        )
     if summary.interrupted:
         lines.extend(_interrupted_lines(summary, output, listing_done=listing_done, state=state))
     _write_lines(lines)

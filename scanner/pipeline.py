@@ -101,6 +101,10 @@ class Summary:
     #: lines an earlier, interrupted attempt of the same run wrote to the same report, by status;
     #: a resumed run's exit status speaks for the whole report, not only for its own part of it
     carried: Mapping[str, int] = field(default_factory=dict)
+    #: targets found infected, suspicious or vulnerable by an earlier run and skipped now as
+    #: unchanged (``--skip-unchanged``), by status: not rescanned, so not in ``by_status`` nor in
+    #: the exit status, but still there
+    unchanged_findings: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def findings(self) -> int:
