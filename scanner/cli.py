@@ -300,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument(
         "--skip-unchanged",
         action="store_true",
-        help="skip targets whose content version (size+mtime, ETag, version id) matches an earlier verdict",
+        help="skip targets whose content version (size+mtime, ETag, version id) matches an earlier verdict "
+        "(the summary counts the earlier findings skipped so)",
     )
     st.add_argument(
         "--rescan-after",
