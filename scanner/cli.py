@@ -12,6 +12,8 @@ import dataclasses
 import logging
 import os
 import re
+import shlex
+import shutil
 import signal
 import socket
 import sys
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import anyio
 
 from . import __version__, config, engines, logs, simulators, sources
-from .errors import ScannerError, UsageError, ours
+from .errors import ScannerError, SinkError, UsageError, ours
 from .model import Kind, Status, Target, Verdict, as_written
 from .pipeline import Pipeline, Summary, check_kinds
 from .progress import Progress, format_counts
@@ -48,8 +50,8 @@ sources:
 
 exit status:
   0  every target scanned, nothing found
-  1  at least one target infected, suspicious or vulnerable (even if others failed)
-  2  some target ended in error, the run was interrupted, or it could not start
+  1  at least one target infected, suspicious or vulnerable (even if others failed or it was interrupted)
+  2  nothing found, and some target ended in error, the run was interrupted, or it could not start
 
 examples:
   scanner scan ~/Downloads                               # embedded YARA engine, verdicts on stdout
@@ -61,8 +63,76 @@ examples:
 
 
 class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors that name the real cause (see :func:`_explain`)."""
+
+    _tokens: Sequence[str] = ()
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self._tokens = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras and all(e.startswith("-") and e != "-" for e in extras):
+            self.error(_unknown_options_message(extras))
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see '{self.prog} --help')")
+        raise UsageError(f"{_explain(self, message)} (see '{self.prog} --help')")
+
+
+_SOURCE_REQUIRED = "the following arguments are required: SOURCE"
+_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
+
+
+def _unknown_options_message(unknown: Sequence[str]) -> str:
+    return (
+        f"unknown option{'s' if len(unknown) > 1 else ''} {' '.join(unknown)} "
+        "(a source starting with '-' goes after '--')"
+    )
+
+
+def _explain(parser: _Parser, message: str) -> str:
+    """argparse's message, or the cause behind a missing SOURCE: a source that looks like an option
+    (``-leading-dash``), or a string option that took the source as its value (``--state tree``)."""
+    if message != _SOURCE_REQUIRED:
+        return message
+    unknown: list[str] = []
+    took: tuple[str, str] | None = None
+    pending: tuple[str, argparse.Action] | None = None  # an option waiting for its value
+    for arg in parser._tokens:
+        if arg == "--":
+            break
+        if pending is not None and (not arg.startswith("-") or _NUMBER.match(arg)):
+            if pending[1].type is None:  # a string value, so it may well be the source
+                took = (pending[0], arg)
+            pending = None
+            continue
+        pending = None
+        if not arg.startswith("-") or arg == "-":
+            continue
+        name, has_value = arg.split("=", 1)[0], "=" in arg
+        action = parser._option_string_actions.get(name)
+        if action is None and arg.startswith("--"):
+            matches = {a for o, a in parser._option_string_actions.items() if o.startswith(name)}
+            action = matches.pop() if len(matches) == 1 else None
+        elif action is None and arg[:2] in parser._option_string_actions:
+            continue  # -j4, -qv: a short option with its value or more flags attached
+        if action is None:
+            unknown.append(arg)
+        elif action.nargs in (None, "?") and not has_value:
+            pending = (arg, action)
+    if unknown:
+        return _unknown_options_message(unknown)
+    if took is not None:
+        return f"SOURCE required ({took[0]} took {took[1]!r} as its value? give the source too)"
+    return "SOURCE required"
 
 
 def _size(text: str) -> int:
@@ -72,13 +142,19 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 10MB, 1.5GiB or 4096)") from None
 
 
-def _at_least_one(text: str) -> int:
+#: --jobs: each job is a coroutine and, while it reads, an open file; past this a typo, not a plan
+MAX_JOBS = 10_000
+#: --drain-timeout and --progress-interval: a day
+_MAX_SECONDS = 86_400.0
+
+
+def _jobs(text: str) -> int:
     try:
         n = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {n}")
+    if not 1 <= n <= MAX_JOBS:
+        raise argparse.ArgumentTypeError(f"must be at least 1 and at most {MAX_JOBS:,}, not {n:,}")
     return n
 
 
@@ -88,8 +164,10 @@ def _seconds(minimum: float) -> Any:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-        if not value >= minimum:  # also false for nan
-            raise argparse.ArgumentTypeError(f"must be at least {minimum:g} seconds, not {text}")
+        if not minimum <= value <= _MAX_SECONDS:  # also false for nan
+            raise argparse.ArgumentTypeError(
+                f"must be at least {minimum:g} and at most {_MAX_SECONDS:,.0f} seconds, not {text}"
+            )
         return value
 
     return parse
@@ -168,9 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "--jobs",
         "-j",
-        type=_at_least_one,
+        type=_jobs,
         metavar="N",
-        help="targets in flight at once (default: the engine's own, e.g. 256 for yara)",
+        help=f"targets in flight at once, 1 to {MAX_JOBS:,} (default: the engine's own, e.g. 256 for yara)",
     )
     g = scan.add_argument_group("selecting targets")
     g.add_argument(
@@ -223,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument(
         "--skip-unchanged",
         action="store_true",
-        help="skip targets whose content version (size+mtime, ETag, version id) matches an earlier verdict",
+        help="skip targets whose content version (size+mtime, ETag, version id) matches an earlier verdict "
+        "(the summary counts the earlier findings skipped so)",
     )
     st.add_argument(
         "--rescan-after",
@@ -271,7 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds between plain progress lines, at least 1 (default: %(default)s)",
     )
-    h.add_argument("-q", "--quiet", action="store_true", help="no progress and no summary; errors only")
+    h.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="errors only: no progress; the summary only of targets that ended in error (by cause, "
+        "the first few), none when no target did",
+    )
     h.add_argument("-v", "--verbose", action="count", default=0, help="more log detail (-vv: debug)")
     h.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
 
@@ -304,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    code = run(argv)
+    closed = _fill_standard_streams()
+    code = run(argv, stdout_closed=1 in closed)
     # run() has closed or flushed everything that matters (outputs, state store, workers, logs).
     # Leave without the interpreter's teardown, which frees every module and object one by one:
     # 30-60 ms of every run. A stream that cannot be flushed is a closed pipe: nothing more can be
@@ -319,13 +405,46 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     os._exit(code)
 
 
-def run(argv: Sequence[str] | None = None) -> int:
+def _fill_standard_streams() -> frozenset[int]:
+    """Open ``/dev/null`` on each of fd 0, 1 and 2 that is closed; the set of those that were.
+
+    Call first, before anything opens a descriptor: a closed one would be taken by the next file
+    opened (the event loop's self-pipe, a worker's pipe), and libuv aborts the process when asked to
+    close a descriptor below 3. The stream then behaves as one redirected to /dev/null."""
+    closed = set()
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.add(fd)
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: fd itself, as 0..fd-1 are open
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            os.set_inheritable(fd, True)  # worker processes get it as their own standard stream
+    # Python left sys.stdin/stdout/stderr None for a descriptor closed at its start
+    if 0 in closed:
+        sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115 (lives as long as the process)
+    if 1 in closed:
+        sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+    if 2 in closed:
+        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+    return frozenset(closed)
+
+
+def run(argv: Sequence[str] | None = None, *, stdout_closed: bool = False) -> int:
+    """The command's exit status. ``stdout_closed``: the process started with fd 1 closed (now
+    ``/dev/null``), so verdict lines meant for stdout would be lost: a scan to stdout is refused."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         args = build_parser().parse_args(argv)
         if args.command is None:
             raise UsageError("a command is required: scan, simulate or sample (see 'scanner --help')")
         logs.configure(-1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0))
+        if args.command == "scan" and stdout_closed and args.output == "-":
+            raise SinkError(
+                "stdout is closed: the verdict lines would be lost; write them to a file with --output FILE"
+            )
         if args.command == "scan":
             return _run_async(_scan, args)
         if args.command == "simulate":
@@ -586,8 +705,12 @@ async def _scan_with(
             tg.start_soon(progress.run, pipeline)
             try:
                 summary = await pipeline.run()
-                if admission is not None and admission.carried:
-                    summary = dataclasses.replace(summary, carried=dict(admission.carried))
+                if admission is not None:
+                    summary = dataclasses.replace(
+                        summary,
+                        carried=dict(admission.carried),
+                        unchanged_findings=dict(admission.unchanged_findings),
+                    )
             except ScannerError as exc:
                 # raised through the task group it would come out wrapped in an ExceptionGroup,
                 # which run() reports as an internal error instead of the error's own line
@@ -615,9 +738,8 @@ async def _scan_with(
         if store is not None and run is not None and not summary.interrupted:
             # after the report is whole where it lives: its targets count as reported from now on
             await store.finish_run(output, run.run_id)
-    if not args.quiet:
-        listing_done = pipeline.statistics().listing_done
-        _print_summary(summary, sink.name, notable, listing_done=listing_done, state=args.state)
+    listing_done = pipeline.statistics().listing_done
+    _print_summary(summary, sink.name, notable, listing_done=listing_done, state=args.state, quiet=args.quiet)
     return summary.exit_code
 
 
@@ -657,9 +779,26 @@ class _Notable:
 
 
 def _print_summary(
-    summary: Summary, output: str, notable: _Notable, *, listing_done: bool = True, state: str | None = None
+    summary: Summary,
+    output: str,
+    notable: _Notable,
+    *,
+    listing_done: bool = True,
+    state: str | None = None,
+    quiet: bool = False,
 ) -> None:
-    """The run at a glance, on stderr; a closed stderr loses it and changes nothing else."""
+    """The run at a glance, on stderr; a closed stderr loses it and changes nothing else.
+
+    ``quiet`` (``-q``: errors only): the targets that ended in error, counted by cause, and the
+    first few of them; nothing at all when none did."""
+    if quiet:
+        failed = summary.by_status.get(Status.ERROR, 0)
+        if failed:
+            plural = "s" if failed != 1 else ""
+            causes = _causes(summary)
+            head = f"scanner: {failed:,} target{plural} ended in error; not scanned, by cause: {causes}"
+            _write_lines([head, *_failed_lines(summary, output, notable)])
+        return
     lines = []
     rate = summary.written / summary.elapsed if summary.elapsed > 0 else 0.0
     lines.append(
@@ -672,15 +811,8 @@ def _print_summary(
     if summary.findings > len(notable.found):
         lines.append(f"  ... and {summary.findings - len(notable.found):,} more in {output}")
     if summary.errors_by_code:
-        causes = ", ".join(
-            f"{code} {n:,}" for code, n in sorted(summary.errors_by_code.items(), key=lambda x: -x[1])
-        )
-        lines.append(f"  not scanned, by cause: {causes}")
-    for v in notable.failed:
-        lines.append(f"  error: {_shown(v.target)}: {v.error.message if v.error else ''}")
-    failed = summary.by_status.get(Status.ERROR, 0)
-    if notable.failed and failed > len(notable.failed):
-        lines.append(f"  ... and {failed - len(notable.failed):,} more errors in {output}")
+        lines.append(f"  not scanned, by cause: {_causes(summary)}")
+    lines.extend(_failed_lines(summary, output, notable))
     if summary.halted is not None:
         lines.append(f"  halted: {summary.halted.message}")
     for message in summary.source_errors:
@@ -690,10 +822,35 @@ def _print_summary(
     if summary.dropped:
         reasons = ", ".join(f"{n:,} {why}" for why, n in sorted(summary.dropped.items()))
         lines.append(f"  not rescanned: {reasons}")
+    if summary.unchanged_findings:
+        lines.append(
+            f"  found before and skipped as unchanged: {format_counts(summary.unchanged_findings)} "
+            "(--rescan-infected scans them again)"
+        )
     if summary.interrupted:
-        lines.extend(_interrupted_lines(summary, listing_done=listing_done, state=state))
+        lines.extend(_interrupted_lines(summary, output, listing_done=listing_done, state=state))
+    _write_lines(lines)
+
+
+def _write_lines(lines: Sequence[str]) -> None:
     # a name or a message may hold a newline or a terminal escape: never a forged line in a cron log
     _write_stderr("".join(_CONTROL.sub(_escape, line) + "\n" for line in lines))
+
+
+def _causes(summary: Summary) -> str:
+    """``timeout 3, not_found 1``: the codes of the lines that were not clean, most frequent first."""
+    return ", ".join(
+        f"{code} {n:,}" for code, n in sorted(summary.errors_by_code.items(), key=lambda x: -x[1])
+    )
+
+
+def _failed_lines(summary: Summary, output: str, notable: _Notable) -> list[str]:
+    """The first few targets that ended in error, and how many more the report holds."""
+    lines = [f"  error: {_shown(v.target)}: {v.error.message if v.error else ''}" for v in notable.failed]
+    failed = summary.by_status.get(Status.ERROR, 0)
+    if notable.failed and failed > len(notable.failed):
+        lines.append(f"  ... and {failed - len(notable.failed):,} more errors in {output}")
+    return lines
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -713,8 +870,9 @@ def _shown(target: Target) -> str:
     return as_written(target.target)
 
 
-def _interrupted_lines(summary: Summary, *, listing_done: bool, state: str | None) -> list[str]:
-    """What an interrupt lost, and how to get it back (with --state only if this run had one)."""
+def _interrupted_lines(summary: Summary, output: str, *, listing_done: bool, state: str | None) -> list[str]:
+    """What an interrupt lost, and how to get it back: the same command continues only a file
+    output with a state store; stdout and an S3 report are written again from the start."""
     # listed, minus lines written, minus targets deliberately given none (done before, unchanged):
     # jobs abandoned when the drain timed out, and targets still queued behind them
     abandoned = summary.listed - summary.written - sum(summary.dropped.values())
@@ -727,7 +885,15 @@ def _interrupted_lines(summary: Summary, *, listing_done: bool, state: str | Non
     if not listing_done:
         lost.append("the rest of the source was not read")
     lines = [f"  interrupted: the run is incomplete{': ' + '; '.join(lost) if lost else ''}"]
-    if state is not None:
+    if output == "stdout":
+        # what a rerun writes to stdout is every line again: `>> report` would hold them twice
+        lines.append(
+            "  stdout cannot be resumed: run it again to start over, or write to a file "
+            "(--output FILE --state PATH) so that a rerun continues where it stopped"
+        )
+    elif output.startswith("s3://"):
+        lines.append("  an S3 report is never resumed: run it again to write it whole")
+    elif state is not None:
         lines.append("  run it again (same --state and --output) to finish")
     else:
         lines.append(
@@ -771,8 +937,24 @@ def _sample(args: argparse.Namespace) -> int:
     from .sample import write_sample
 
     written = write_sample(args.directory)
-    print(
-        f"scanner: wrote {written} files under {args.directory}; try: scanner scan {args.directory}",
-        file=sys.stderr,
-    )
+    try_next = shlex.join([*_program(), "scan", args.directory])
+    print(f"scanner: wrote {written} files under {args.directory}; try: {try_next}", file=sys.stderr)
     return 0
+
+
+def _program() -> list[str]:
+    """This program as the user's shell can start it again: ``scanner`` when that name on PATH is
+    this very program, else its path (``.venv/bin/scanner`` in a checkout), or ``python -m scanner``."""
+    here = sys.argv[0]
+    if os.path.basename(here) == "__main__.py":
+        return [_shortest(sys.executable), "-m", "scanner"]
+    found = shutil.which("scanner")
+    if found is not None and os.path.realpath(found) == os.path.realpath(here):
+        return ["scanner"]
+    return [_shortest(here)]
+
+
+def _shortest(path: str) -> str:
+    """``path`` relative to the working directory when that does not climb out of it."""
+    relative = os.path.relpath(path)
+    return relative if not relative.startswith("..") and "/" in relative else os.path.abspath(path)

@@ -14,7 +14,11 @@
   rebuilt from the key path and msgspec's message, which never quotes a secret (custom types such as
   :class:`Secret` raise messages without the input).
 * The ``[urls]`` table (:class:`UrlsConfig`) says how ``url`` targets are fetched.
-* Sizes are :class:`ByteSize`: ``4096``, ``"10MB"`` (10**6), ``"1.5GiB"`` (2**30).
+* Sizes are :class:`ByteSize`: ``4096``, ``"10MB"`` (10**6), ``"1.5GiB"`` (2**30), at most 1 PiB.
+* The file must be a regular file of at most 1 MiB (a fifo or a device is refused at once, never
+  read), and no value may nest more than 16 tables or arrays deep. Every numeric setting of every
+  engine and of ``[s3]`` has a maximum, in its struct: a typo such as ``processes = 1000000`` is a
+  config error, not a machine brought down.
 
 msgspec, not pydantic: it imports in milliseconds and validates in C, and a run's fixed cost was a
 third of a second of pydantic import and schema building.
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,6 +41,8 @@ import msgspec
 from .errors import ConfigError
 
 __all__ = (
+    "MAX_CONFIG_BYTES",
+    "MAX_DEPTH",
     "ByteSize",
     "EngineConfig",
     "HttpUrl",
@@ -50,6 +57,10 @@ __all__ = (
 
 M = TypeVar("M", bound=msgspec.Struct)
 _TOP_LEVEL = frozenset({"engines", "s3", "urls"})
+#: a config file is a page of settings: anything larger is the wrong file (a log, an image)
+MAX_CONFIG_BYTES = 1 << 20
+#: tables and arrays inside one value (``[engines.yara]`` itself is depth 0): settings need two
+MAX_DEPTH = 16
 #: ``$$``, ``${NAME}``, or (group 2) a ``${`` that starts neither: an error, not a literal
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|(\$\{)")
 
@@ -84,13 +95,13 @@ def load(path: str | os.PathLike[str] | None, *, environ: Mapping[str, str] | No
     env = os.environ if environ is None else environ
     p = Path(path)
     try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file {p}: not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+        raw = tomllib.loads(_read(p).decode("utf-8"))
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {p}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {p}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {p}: a value is nested too deeply") from None
     unknown = sorted(set(raw) - _TOP_LEVEL)
     if unknown:
         raise ConfigError(
@@ -118,8 +129,40 @@ def load(path: str | os.PathLike[str] | None, *, environ: Mapping[str, str] | No
     )
 
 
-def interpolate(value: Any, environ: Mapping[str, str], where: str) -> Any:
-    """Replace ``${VAR}`` in every string of a TOML value; ``where`` is the key path for errors."""
+def _read(p: Path) -> bytes:
+    """The bytes of a regular file of at most :data:`MAX_CONFIG_BYTES`; raises ConfigError.
+
+    Opened without blocking, so a fifo is refused at once instead of waiting for a writer; a device
+    (``/dev/zero``) or a directory is refused before a byte is read."""
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p}: not found") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {p}: cannot read: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"config file {p}: not a regular file")
+        chunks, size = [], 0
+        while size <= MAX_CONFIG_BYTES and (chunk := os.read(fd, MAX_CONFIG_BYTES + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise ConfigError(f"config file {p}: cannot read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {p}: larger than {MAX_CONFIG_BYTES >> 20} MiB; is it the right file?")
+    return b"".join(chunks)
+
+
+def interpolate(value: Any, environ: Mapping[str, str], where: str, *, depth: int = 0) -> Any:
+    """Replace ``${VAR}`` in every string of a TOML value; ``where`` is the key path for errors.
+
+    A value nested deeper than :data:`MAX_DEPTH` tables and arrays is a ConfigError: no setting
+    needs it, and the validators below recurse."""
+    if depth > MAX_DEPTH:
+        raise ConfigError(f"{where}: nested deeper than {MAX_DEPTH} tables or arrays")
     if isinstance(value, str):
 
         def sub(m: re.Match[str]) -> str:
@@ -138,9 +181,9 @@ def interpolate(value: Any, environ: Mapping[str, str], where: str) -> Any:
 
         return _VAR.sub(sub, value)
     if isinstance(value, dict):
-        return {k: interpolate(v, environ, f"{where}.{k}") for k, v in value.items()}
+        return {k: interpolate(v, environ, f"{where}.{k}", depth=depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [interpolate(v, environ, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [interpolate(v, environ, f"{where}[{i}]", depth=depth + 1) for i, v in enumerate(value)]
     return value
 
 
@@ -236,7 +279,12 @@ class Secret:
 
 
 class ByteSize(int):
-    """A number of bytes, from an int or a string with a unit: ``"10MB"`` (10**6), ``"4GiB"`` (2**30)."""
+    """A number of bytes, from an int or a string with a unit: ``"10MB"`` (10**6), ``"4GiB"`` (2**30).
+
+    At most :attr:`MAX` (1 PiB): more than any file or object a scan can finish, and far less than
+    what overflows the 64-bit integers of SQLite and the workers' JSON."""
+
+    MAX: ClassVar[int] = 1 << 50
 
     #: pydantic's ByteSize units: decimal (KB or K), binary (KiB) and bits (Kbit, Kibit); any case
     UNITS: ClassVar[dict[str, float]] = {
@@ -262,6 +310,8 @@ class ByteSize(int):
         if isinstance(value, int):
             if value < 0:
                 raise ValueError("expected a size >= 0")
+            if value > cls.MAX:
+                raise ValueError("expected a size of at most 1PiB")
             return cls(value)
         m = cls._TEXT.fullmatch(value)
         if m is None:
@@ -272,9 +322,12 @@ class ByteSize(int):
         except KeyError:
             raise ValueError(f"unknown unit {unit!r} (B, KB, MB, GB, KiB, MiB, GiB, ...)") from None
         try:
-            return cls(int(float(number) * multiplier))
+            size = int(float(number) * multiplier)
         except OverflowError:
-            raise ValueError("size too large") from None
+            size = cls.MAX + 1
+        if size > cls.MAX:
+            raise ValueError("expected a size of at most 1PiB")
+        return cls(size)
 
 
 class HttpUrl(str):

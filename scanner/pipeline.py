@@ -25,7 +25,8 @@ Failures: a per-target error becomes an ``error`` line and the run goes on. An e
 ``halts_run`` is true stops the run: :class:`~scanner.errors.QuotaExhausted` keeps draining the source
 and writes a ``skipped`` line (``error.code = "quota_exhausted"``) for every remaining target, so the
 report names them all; any other halting error (bad credentials, a dead sink) cancels the run at once
-and :meth:`Pipeline.run` raises it. A source that fails mid-listing stops listing; the jobs already
+and :meth:`Pipeline.run` raises it (a dead sink's error with how many lines reached it, and how many
+targets got none). A source that fails mid-listing stops listing; the jobs already
 started finish and the summary records the failure (exit 2).
 
 Shutdown: :meth:`stop` stops taking targets and lets jobs in flight finish for up to ``drain_timeout``
@@ -46,7 +47,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .engines._base import BatchEngine, Engine
-from .errors import QuotaExhausted, ScannerError, SourceError
+from .errors import QuotaExhausted, ScannerError, SinkError, SourceError
 from .model import ErrorInfo, Kind, Outcome, Status, Target, Verdict, error_info, utcnow
 from .sinks._base import Sink
 from .sources._base import BatchSource, Source
@@ -100,6 +101,10 @@ class Summary:
     #: lines an earlier, interrupted attempt of the same run wrote to the same report, by status;
     #: a resumed run's exit status speaks for the whole report, not only for its own part of it
     carried: Mapping[str, int] = field(default_factory=dict)
+    #: targets found infected, suspicious or vulnerable by an earlier run and skipped now as
+    #: unchanged (``--skip-unchanged``), by status: not rescanned, so not in ``by_status`` nor in
+    #: the exit status, but still there
+    unchanged_findings: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def findings(self) -> int:
@@ -275,6 +280,8 @@ class Pipeline:
                                 )
                             else:
                                 jobs.start_soon(self._work, targets_recv.clone(), verdicts_send.clone())
+        if isinstance(self._fatal, SinkError):
+            raise SinkError(f"{self._fatal.message}; {self._lost()}") from None
         if self._fatal is not None:
             raise self._fatal
         return Summary(
@@ -287,6 +294,16 @@ class Pipeline:
             interrupted=self._interrupted,
             halted=self._halt,
             source_errors=tuple(self._source_errors),
+        )
+
+    def _lost(self) -> str:
+        """What a dead sink cost: the lines it took (whole: a sink never keeps a torn one) and the
+        targets that got none, for the one line a SinkError ends the run with."""
+        missing = self._listed - self._written - sum(self._dropped.values())
+        rest = "" if self._listing_done else ", and the rest of the source was not read"
+        return (
+            f"{self._written:,} verdict lines reached {self._sink.name} before it failed; "
+            f"{missing:,} targets listed got none{rest}"
         )
 
     async def _produce(self, send: MemoryObjectSendStream[_Job]) -> None:

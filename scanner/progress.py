@@ -1,9 +1,14 @@
 """Progress on stderr, never in the verdict stream.
 
-On a terminal: a live bar with counts, rate and (once the listing is done and the total known) an
-ETA. Elsewhere (cron, CI, a pipe): one plain line every ``interval`` seconds, for logs. A bar asked
-for where there is no terminal is plain lines too: a bar there would only leave blank lines.
-A stream that stops taking writes (a closed pipe) ends the reporting, never the run.
+On a terminal: a live bar with counts, rate and ETA. Elsewhere (cron, CI, a pipe): one plain line
+every ``interval`` seconds, for logs, stamped with the UTC time (RFC 3339). A bar asked for where
+there is no terminal is plain lines too: a bar there would only leave blank lines. A stream that
+stops taking writes (a closed pipe) ends the reporting, never the run.
+
+While the source is still being listed the total is not known: the lines give what is listed so far
+and the listing's own rate, and the ETA covers the targets listed so far, so it is a lower bound and
+says so ("eta at least"). Once the listing is done the total is exact and so is the ETA's basis.
+(No source tells its total up front: an S3 Inventory manifest lists its data files, not counts.)
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, Protocol, TextIO
 
 import anyio
@@ -61,19 +67,25 @@ class Progress:
             return  # stderr closed: nobody is reading progress any more
 
     async def _plain(self, pipeline: _Watched) -> None:
-        last_written, last_t = 0, time.monotonic()
+        last_written, last_listed, last_t = 0, 0, time.monotonic()
         while True:
             await anyio.sleep(self._interval)
             s: _Stats = pipeline.statistics()
             now = time.monotonic()
-            rate = (s.written - last_written) / max(now - last_t, 1e-9)
-            last_written, last_t = s.written, now
-            total = f"/{s.listed:,}" if s.listing_done else f" (listed {s.listed:,} so far)"
+            span = max(now - last_t, 1e-9)
+            rate, listing = (s.written - last_written) / span, (s.listed - last_listed) / span
+            last_written, last_listed, last_t = s.written, s.listed, now
+            if s.listing_done:
+                total = f"/{s.listed:,} done"
+            else:
+                total = f" done of {s.listed:,} listed so far (listing {listing:,.0f}/s)"
             eta = ""
-            if s.listing_done and rate > 0:
-                eta = f", eta {_duration((s.listed - s.written) / rate)}"
+            if rate > 0:
+                bound = "" if s.listing_done else "at least "
+                eta = f", eta {bound}{_duration((s.listed - s.written) / rate)}"
+            stamp = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
             print(
-                f"scanner: progress {s.written:,}{total} done, {rate:,.0f}/s, {s.in_flight} in flight"
+                f"scanner: progress {stamp} {s.written:,}{total}, {rate:,.0f}/s, {s.in_flight} in flight"
                 f"{eta}: {format_counts(s.by_status)}",
                 file=self._stream,
                 flush=True,
@@ -100,20 +112,24 @@ class Progress:
             TextColumn("{task.fields[rate]}/s"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            TextColumn("{task.fields[counts]}"),
+            TextColumn("{task.fields[listing]}{task.fields[counts]}"),
         )
         with Bar(*columns, console=console, transient=True, refresh_per_second=5) as bar:
-            task = bar.add_task("scan", total=None, rate="0", counts="")
+            task = bar.add_task("scan", total=None, rate="0", counts="", listing="")
             try:
                 while True:
                     await anyio.sleep(0.2)
                     s: _Stats = pipeline.statistics()
+                    elapsed = max(s.elapsed, 1e-9)
+                    # while listing, the total so far: the bar and its ETA are then a lower bound
+                    listing = "" if s.listing_done else f"(listing, {s.listed / elapsed:,.0f}/s) "
                     bar.update(
                         task,
                         completed=s.written,
-                        total=s.listed if s.listing_done else None,
-                        rate=f"{s.written / max(s.elapsed, 1e-9):,.0f}",
+                        total=max(s.listed, 1),
+                        rate=f"{s.written / elapsed:,.0f}",
                         counts=format_counts(s.by_status),
+                        listing=listing,
                     )
             finally:
                 bar.stop()

@@ -56,6 +56,8 @@ class Admission:
         #: verdicts an earlier attempt of this run already wrote, by status: they are part of the
         #: same report, so they count for its exit status
         self.carried: Counter[str] = Counter()
+        #: earlier findings skipped as unchanged, by their stored status: still there, not rescanned
+        self.unchanged_findings: Counter[str] = Counter()
 
     async def __call__(
         self, targets: Sequence[Target]
@@ -82,14 +84,18 @@ class Admission:
                 assert row is not None
                 dropped["already done"] += 1
                 self.carried[row.status] += 1
-            elif row is not None:  # unchanged, with --emit-skipped
+            else:  # unchanged; the store gives the row with --emit-skipped and for a finding
+                if row is not None and row.status.is_finding:
+                    self.unchanged_findings[row.status] += 1
+                if not policy.emit_skipped:
+                    dropped["unchanged"] += 1
+                    continue
+                assert row is not None
                 since = datetime.fromtimestamp(row.scanned_at, UTC).isoformat(timespec="seconds")
                 info = ErrorInfo(
                     f"unchanged since it was found {row.status.value} at {since}", UNCHANGED_CODE
                 )
                 kept.append((t, Outcome(Status.SKIPPED, error=info, sha256=row.sha256)))
-            else:
-                dropped["unchanged"] += 1
         return kept, dropped
 
 

@@ -145,7 +145,7 @@ SELECT key, fate, version, sha256, status, scanned_at, run_id FROM (
             AND t.run_id NOT IN (SELECT run_id FROM unsealed) THEN 2
         ELSE 0 END AS fate
     FROM json_each(?6) AS j LEFT JOIN targets AS t ON t.engine = ?1 AND t.identity = j.key
-) WHERE fate <> ?7
+) WHERE fate <> ?7 OR (fate = 2 AND status IN ('infected', 'suspicious', 'vulnerable'))
 """
 _PREFIX = {kind: f"{kind.value}:" for kind in Kind}
 #: the key prefix of a name with undecodable bytes, keyed by their hex: never a ``kind:`` prefix
@@ -436,8 +436,9 @@ class StateStore:
         an unchanged target's ``skipped`` line); with ``skip_unchanged``, ``(UNCHANGED, row)`` when its
         stored verdict is final (not error or skipped; not a finding with ``rescan_findings``), was
         recorded after ``since`` and has the target's content version. The row of an unchanged
-        target is given only with ``rows``, else None. A target carrying a listing error is SCAN or
-        DONE, never UNCHANGED: an error is tried again by every later run."""
+        target is given only with ``rows`` or when its verdict was a finding, else None. A target
+        carrying a listing error is SCAN or DONE, never UNCHANGED: an error is tried again by every
+        later run."""
         result: list[tuple[int, Row | None]] = await self._run(
             self._triage, engine, targets, (run_id, skip_unchanged, since, rescan_findings, rows)
         )
@@ -472,7 +473,8 @@ class StateStore:
         usual = SCAN if rows else self._usual_fate
         params = (engine, run_id, skip_unchanged, since, rescan_findings, batch, usual, marked)
         for key, fate, version, sha, status, at, run in self._db.execute(_TRIAGE, params):
-            if status is None or (fate == UNCHANGED and not rows):
+            # an unchanged earlier finding keeps its row (few, and the summary counts them)
+            if status is None or (fate == UNCHANGED and not rows and not Status(status).is_finding):
                 found[key] = (fate, None)
             else:
                 found[key] = (fate, Row(version, sha, Status(status), at, run))

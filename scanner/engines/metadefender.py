@@ -76,28 +76,32 @@ class Config(EngineConfig, frozen=True, kw_only=True):
     api_key: A[Secret, M(description="MetaDefender Cloud API key (use ${METADEFENDER_API_KEY})")]
     ca_file: A[str | None, M(description="PEM bundle to trust instead of the system store")] = None
     connections: A[int, M(ge=1, le=1024, description="HTTP connections (pool size)")] = 16
-    jobs: A[int, M(ge=1, description="default jobs in flight for this engine")] = 32
-    connect_timeout: A[float, M(gt=0)] = 10.0
-    read_timeout: A[float, M(gt=0, description="seconds between bytes of an answer")] = 120.0
+    jobs: A[int, M(ge=1, le=10_000, description="default jobs in flight for this engine")] = 32
+    connect_timeout: A[float, M(gt=0, le=300, description="seconds to connect")] = 10.0
+    read_timeout: A[float, M(gt=0, le=3600, description="seconds between bytes of an answer")] = 120.0
     retry_attempts: A[int, M(ge=1, le=20, description="tries per request on timeouts/5xx")] = 5
     throttle_retries: A[int, M(ge=0, le=50, description="extra tries per request on throttling")] = 10
-    retry_base: A[float, M(gt=0, description="first backoff ceiling (s), doubled per retry")] = 1.0
-    retry_cap: A[float, M(gt=0, description="largest single backoff (s)")] = 60.0
-    retry_max_wait: A[float, M(ge=0, description="total backoff per request (s)")] = 300.0
-    requests_per_second: A[float, M(gt=0, description="pace of uploads and lookups")] | None = None
-    burst: A[int, M(ge=1, description="paced requests allowed at once")] = 1
-    max_concurrency: A[int, M(ge=1, description="requests in flight at once")] | None = None
-    max_quota_wait: A[float, M(ge=0, description="wait this long for a quota reset, else stop")] = 600.0
+    retry_base: A[float, M(gt=0, le=60, description="first backoff ceiling (s), doubled per retry")] = 1.0
+    retry_cap: A[float, M(gt=0, le=3600, description="largest single backoff (s)")] = 60.0
+    retry_max_wait: A[float, M(ge=0, le=86400, description="total backoff per request (s)")] = 300.0
+    requests_per_second: A[float, M(gt=0, le=10_000, description="pace of uploads and lookups")] | None = None
+    burst: A[int, M(ge=1, le=1000, description="paced requests allowed at once")] = 1
+    max_concurrency: A[int, M(ge=1, le=1024, description="requests in flight at once")] | None = None
+    max_quota_wait: A[float, M(ge=0, le=86400, description="wait this long for a quota reset, else stop")] = (
+        600.0
+    )
     hash_lookup: A[bool, M(description="look hashes up before uploading")] = True
     hash_batch: A[int, M(ge=1, le=1000, description="hashes per bulk lookup")] = 1000
-    hash_linger: A[float, M(ge=0, description="seconds a bulk lookup waits for company")] = 0.05
-    poll_initial: A[float, M(ge=0, description="first wait before polling (s)")] = 3.0
-    poll_factor: A[float, M(ge=1.0, description="growth of the poll interval")] = 1.2
-    poll_max: A[float, M(gt=0, description="largest poll interval (s)")] = 300.0
-    poll_timeout: A[float, M(gt=0, description="give up polling after this long (s)")] = 3600.0
+    hash_linger: A[float, M(ge=0, le=10, description="seconds a bulk lookup waits for company")] = 0.05
+    poll_initial: A[float, M(ge=0, le=3600, description="first wait before polling (s)")] = 3.0
+    poll_factor: A[float, M(ge=1.0, le=10, description="growth of the poll interval")] = 1.2
+    poll_max: A[float, M(gt=0, le=3600, description="largest poll interval (s)")] = 300.0
+    poll_timeout: A[float, M(gt=0, le=7 * 86400, description="give up polling after this long (s)")] = 3600.0
     rule: A[str | None, M(description="workflow rule header, e.g. 'unarchive'")] = None
     spool_dir: A[str | None, M(description="where non-local bodies are spooled")] = None
-    dedupe_cache: A[int, M(ge=0, description="outcomes remembered by sha256 in a run")] = 100_000
+    dedupe_cache: A[int, M(ge=0, le=10_000_000, description="outcomes remembered by sha256 in a run")] = (
+        100_000
+    )
 
 
 def create(config: Config, *, clock: Clock | None = None) -> MetaDefenderEngine:

@@ -53,7 +53,9 @@ class Config(EngineConfig, frozen=True, kw_only=True):
     timeout: Annotated[
         float, Meta(ge=0, le=86400, description="seconds per file (rounded up), at most 86400; 0 = none")
     ] = 60.0
-    processes: Annotated[int, Meta(ge=0, description="worker processes; 0 = one per CPU")] = 0
+    processes: Annotated[
+        int, Meta(ge=0, le=256, description="worker processes, at most 256; 0 = one per CPU")
+    ] = 0
     batch_size: Annotated[int, Meta(ge=1, le=4096, description="files per round trip")] = 64
     spool_dir: Annotated[str | None, Meta(description="where non-local bodies are spooled")] = None
 

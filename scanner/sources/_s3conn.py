@@ -46,8 +46,8 @@ class S3Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     page_size: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 1000
     #: attempts per request for 503 SlowDown, 5xx and connection failures
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=20)] = 4
-    connect_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
-    read_timeout: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    connect_timeout: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
+    read_timeout: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0
     #: send If-Match with the listed ETag, so an object overwritten since listing is reported as changed
     if_match: bool = True
     ca_bundle: str | None = None

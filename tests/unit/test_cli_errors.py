@@ -106,12 +106,21 @@ def test_worker_processes_that_die_at_start_give_the_cause(
 @pytest.mark.parametrize(
     ("flags", "mentions"),
     [
-        (["--jobs", "0"], "argument --jobs/-j: must be at least 1, not 0"),
-        (["--jobs", "-3"], "argument --jobs/-j: must be at least 1, not -3"),
+        (["--jobs", "0"], "argument --jobs/-j: must be at least 1 and at most 10,000, not 0"),
+        (["--jobs", "-3"], "argument --jobs/-j: must be at least 1 and at most 10,000, not -3"),
         (["--jobs", "many"], "argument --jobs/-j: not a whole number: 'many'"),
-        (["--drain-timeout", "-1"], "argument --drain-timeout: must be at least 0 seconds, not -1"),
-        (["--drain-timeout", "nan"], "argument --drain-timeout: must be at least 0 seconds, not nan"),
-        (["--progress-interval", "0"], "argument --progress-interval: must be at least 1 seconds, not 0"),
+        (
+            ["--drain-timeout", "-1"],
+            "argument --drain-timeout: must be at least 0 and at most 86,400 seconds, not -1",
+        ),
+        (
+            ["--drain-timeout", "nan"],
+            "argument --drain-timeout: must be at least 0 and at most 86,400 seconds, not nan",
+        ),
+        (
+            ["--progress-interval", "0"],
+            "argument --progress-interval: must be at least 1 and at most 86,400 seconds, not 0",
+        ),
         (["--rescan-after", "30d"], "--rescan-after needs --skip-unchanged and --state"),
         (["--rescan-after", "30d", "--state", "s.db"], "--rescan-after needs --skip-unchanged"),
         (
@@ -158,7 +167,7 @@ def summary(**kw: object) -> Summary:
 def test_an_interrupted_summary_says_what_was_lost_and_advises_state_only_when_given(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    cli._print_summary(summary(dropped={"unchanged": 3}), "stdout", cli._Notable(), listing_done=False)
+    cli._print_summary(summary(dropped={"unchanged": 3}), "out.ndjson", cli._Notable(), listing_done=False)
     err = capsys.readouterr().err
     assert (
         "  interrupted: the run is incomplete: 7 targets read from the source got no line "

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import io
+import re
+from datetime import UTC, datetime
 
 import anyio
 import pytest
@@ -72,3 +74,44 @@ class _ClosedPipe(io.StringIO):
 async def test_a_closed_stderr_ends_the_progress_lines_not_the_run() -> None:
     with anyio.fail_after(2):
         await Progress("plain", interval=0.01, stream=_ClosedPipe()).run(FakePipeline())
+
+
+class ListingPipeline:
+    """A run still listing: 500 more listed and 100 more written per look."""
+
+    def __init__(self) -> None:
+        self.looks = 0
+
+    def statistics(self) -> PipelineStatistics:
+        self.looks += 1
+        return PipelineStatistics(
+            listed=500 * self.looks,
+            in_flight=3,
+            written=100 * self.looks,
+            max_at_once=8,
+            listing_done=False,
+            elapsed=float(self.looks),
+            by_status={"clean": 100 * self.looks},
+        )
+
+
+async def test_plain_lines_while_listing_estimate_rate_and_eta_and_carry_a_utc_timestamp() -> None:
+    out = io.StringIO()
+    with anyio.move_on_after(0.18):
+        await Progress("plain", interval=0.05, stream=out).run(ListingPipeline())
+    lines = out.getvalue().splitlines()
+    assert len(lines) >= 2
+    last = lines[-1]
+    assert re.match(r"scanner: progress \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \d", last), last
+    assert re.search(r"of [\d,]+ listed so far \(listing [\d,]+/s\)", last), last
+    # the ETA while listing covers what is listed so far: a lower bound, and said to be one
+    assert re.search(r"eta at least \d+s", last), last
+
+
+async def test_the_timestamp_is_utc_now() -> None:
+    out = io.StringIO()
+    with anyio.move_on_after(0.08):
+        await Progress("plain", interval=0.05, stream=out).run(FakePipeline())
+    stamp = out.getvalue().split()[2]
+    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    assert abs((datetime.now(UTC) - moment).total_seconds()) < 5

@@ -181,7 +181,8 @@ def small_tree(root: Path, n: int) -> Path:
 def one_clear_line(err: bytes, *, says: str) -> None:
     text = err.decode()
     assert "Traceback" not in text and "Exception" not in text, text
-    assert text.splitlines() == [f"scanner: error: {says}"], text
+    # a dead sink's line goes on with what reached the output ("; N verdict lines reached ...")
+    assert len(text.splitlines()) == 1 and text.startswith(f"scanner: error: {says}"), text
 
 
 def test_a_full_disk_stops_the_run_with_exit_2_and_one_clear_line(tmp_path: Path) -> None:
