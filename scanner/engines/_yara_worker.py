@@ -50,6 +50,10 @@ _CHUNK = 1 << 20
 #: buffer, which lets go of the GIL (yara-x keeps it for the whole scan), so both use a core
 _PARALLEL = 4 << 20
 
+#: where an open descriptor has a name yara-x can open that reaches the open file itself, not
+#: whatever its path names now (Linux's /dev/fd links here; on BSDs /dev/fd/N dups the descriptor)
+_FD_DIR = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+
 _scanner: Any = None
 _max_size = 0
 
@@ -156,9 +160,11 @@ def _scan_one(path: str, follow: bool) -> Result:
                 results = _scanner.scan(data)
                 digest = hashing.result()
         else:
-            # Too big to hold: hashed by reading, then scanned through yara-x's own map. Not hashed
-            # through a map of our own alongside the scan: a file cut short while mapped would kill
-            # this worker with SIGBUS (and its whole batch with it), where a read just comes up short.
+            # Too big to hold: hashed by reading the open descriptor, then scanned by yara-x through
+            # the same open file (its /proc/self/fd name), never by reopening the path, which may
+            # name another file (or a fifo, which would block) by now. Not hashed through a map of
+            # our own alongside the scan: a file cut short while mapped would kill this worker with
+            # SIGBUS (and its whole batch with it), where a read just comes up short.
             h = hashlib.sha256()
             n = 0
             while chunk := os.read(fd, _CHUNK):
@@ -167,8 +173,10 @@ def _scan_one(path: str, follow: bool) -> Result:
             if n != size:
                 return ("err", "changed", f"file changed while read ({n} of {size} bytes)", size)
             digest = h.hexdigest()
-            results = _scanner.scan_file(path)
-            if os.fstat(fd).st_size != size:
+            os.lseek(fd, 0, os.SEEK_SET)  # where /dev/fd/N is a dup (BSDs), yara-x reads from here
+            results = _scanner.scan_file(f"{_FD_DIR}/{fd}")
+            if _identity(os.fstat(fd)) != _identity(st):
+                # written to, cut, or unlinked or renamed over (both change the ctime) meanwhile
                 return ("err", "changed", "file changed while scanned", size)
     except yara_x.TimeoutError:
         return ("err", "scan_timeout", "the YARA scan timed out", None)
@@ -180,6 +188,13 @@ def _scan_one(path: str, follow: bool) -> Result:
         os.close(fd)
     matches = [[r.identifier, r.namespace, dict(r.metadata)] for r in results.matching_rules]
     return ("ok", size, digest, matches, file_version(size, st.st_mtime))
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int]:
+    """What moves when an open file's bytes or its name change: a write moves the mtime and the
+    ctime (the ctime even when the mtime is set back), an unlink or a rename over it the ctime.
+    (Its inode cannot change: it is the one the descriptor holds.)"""
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 class _Hashing:
