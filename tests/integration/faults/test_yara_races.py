@@ -22,6 +22,8 @@ from scanner.model import Kind, Outcome, Status, Target
 from scanner.sources.local import LocalSource
 from scanner.testing import eicar
 
+from .conftest import WhileRead, descendants
+
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 #: over the worker's read-whole limit (64 MiB): the path where it hashed one open file and scanned
@@ -140,3 +142,49 @@ async def test_a_big_file_renamed_over_during_scans_is_judged_by_the_bytes_it_re
             assert x.code == "changed", x
         else:
             assert x.status in (Status.CLEAN, Status.INFECTED) and consistent(x), x
+
+
+def fifo_over(path: Path) -> None:
+    """Rename a fifo over ``path``: nothing ever writes to it, so a blocking open of it never returns."""
+    spare = path.with_name(path.name + ".fifo")
+    os.mkfifo(spare)
+    os.replace(spare, path)
+
+
+@pytest.mark.parametrize("follow", [False, True], ids=["no-follow", "follow-symlinks"])
+async def test_a_path_swapped_for_a_fifo_after_listing_is_not_regular_at_once(
+    tmp_path: Path, follow: bool
+) -> None:
+    tree = tmp_path / "t"
+    tree.mkdir()
+    (tree / "small.txt").write_bytes(b"hello\n")
+    (tree / "link.txt").symlink_to(tree / "small.txt")
+    source = LocalSource(str(tree), follow_symlinks=follow)
+    listed = {os.path.basename(t.target): t async for t in source.targets()}
+    assert set(listed) == ({"small.txt", "link.txt"} if follow else {"small.txt"})
+    fifo_over(tree / "small.txt")  # the link, when followed, now leads to the fifo too
+    with anyio.fail_after(20):
+        async with YaraEngine(Config(processes=1, timeout=5)) as engine:
+            for target in listed.values():
+                with pytest.raises(TargetError) as caught:
+                    await engine.scan(target, source)
+                assert caught.value.code == "not_regular", target
+
+
+async def test_a_big_file_swapped_for_a_fifo_while_read_is_changed_not_a_hang(tmp_path: Path) -> None:
+    tree = tmp_path / "t"
+    tree.mkdir()
+    path = sparse(tree / "big.bin", 4 * BIG)  # a few hundred ms of reading: time to swap mid-way
+    source = LocalSource(str(tree))
+    target = Target(Kind.FILE, str(path))
+    swap = WhileRead(path, descendants(os.getpid()), lambda: fifo_over(path))
+    swap.start()
+    try:
+        with anyio.fail_after(30):
+            async with YaraEngine(Config(processes=1, timeout=5)) as engine:
+                with pytest.raises(TargetError) as caught:
+                    await engine.scan(target, source)
+    finally:
+        swap.stop()
+    assert swap.fired_at is not None, "no read was caught mid-file"
+    assert caught.value.code == "changed"
