@@ -1,6 +1,6 @@
 """Runs inside the YARA engine's worker processes (``python -m scanner.engines._yara_worker``):
-import-light: yara_x, hashlib, json, math and os only (not even typing; orjson alone would double a
-worker's start-up imports).
+import-light: yara_x, hashlib, json, math, os, signal and ctypes only (not even typing; orjson alone
+would double a worker's start-up imports).
 
 yara-x holds the GIL for the whole of a scan, so scanning in a thread would freeze the event loop;
 scanning in separate processes does not. The parent sends a batch of paths per round trip (a
@@ -22,8 +22,10 @@ import io
 import json
 import math
 import os
+import signal
 import stat
 import sys
+import time
 
 import yara_x
 
@@ -104,7 +106,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def main() -> None:
-    """Serve frames on stdin/stdout until stdin closes."""
+    """Serve frames on stdin/stdout until stdin closes (or the parent dies: see :func:`_obey_parent_only`)."""
+    _obey_parent_only()
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing but frames may reach the parent's pipe
     rules = read_frame(stdin)
@@ -121,6 +124,43 @@ def main() -> None:
                 for match in r[3]:
                     match[2] = {k: _jsonable(v) for k, v in match[2].items()}
         write_frame(stdout, _dumps(results).encode())
+
+
+def _obey_parent_only() -> None:
+    """Ignore SIGINT and SIGTERM, and die with the parent.
+
+    A terminal's Ctrl-C, ``kill -- -PGID`` and systemd's ``KillMode=control-group`` signal every
+    process of the run: a worker that died of it would cost its requests in flight ``worker_died``
+    lines. So only the parent takes those signals; it decides whether jobs drain, then closes our
+    stdin (we exit at end of input) or kills us. Kept in the run's process group, not a session of
+    our own, so job control (Ctrl-Z, ``kill -KILL -PGID``) still takes the workers with the run.
+
+    Since nothing polite reaches us, a parent killed outright must take us along: on Linux the kernel
+    sends SIGKILL when it dies (PR_SET_PDEATHSIG; set before the first frame is read, so a parent
+    that died earlier leaves us an end of input); elsewhere a thread notices the parent is gone, at
+    most a second late, even in the middle of a scan (yara-x holds the GIL, but for at most a scan's
+    timeout). Between requests, the end of input on stdin says the same.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    parent = os.getppid()
+    if sys.platform == "linux":
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
+            return
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def _scan_one(path: str, follow: bool) -> Result:
