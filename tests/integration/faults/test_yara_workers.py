@@ -127,3 +127,29 @@ async def test_a_signal_to_the_process_group_drains_the_jobs_in_flight(
     assert len(counts) == SMALL + 1 and max(counts.values()) == 1
     assert {x["verdict"] for x in lines} == {"clean"}
 
+
+async def test_a_drain_that_runs_out_stops_a_busy_worker_at_once(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    big = sparse(tmp_path / "data" / "big.bin", 4 << 30)  # seconds of hashing left at the signal
+    proc = spawn(scan_args(tmp_path, "--drain-timeout", "0.2"), start_new_session=True)
+    workers = descendants(proc.pid)
+    busy = threading.Event()
+    watch = WhileRead(big, workers, busy.set)
+    watch.start()
+    started: list[psutil.Process] = []
+    try:
+        assert busy.wait(60), "no worker was caught reading the big file"
+        started = workers()
+        os.killpg(proc.pid, signal.SIGINT)
+        # not the rest of the hash, nor the pool's grace for idle workers (5 s): killed at once
+        code, took = await wait_exit(proc, 30)
+        assert proc.stderr is not None
+        err = proc.stderr.read().decode()
+    finally:
+        watch.stop()
+        reap(started)
+        kill_quietly(proc)
+    assert code == 2, err
+    assert took < 3, took
+    assert "1 target read from the source got no line" in err, err
+    assert whole_lines(tmp_path / "out.ndjson") == []
