@@ -164,6 +164,9 @@ _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def _scan_one(path: str, follow: bool) -> Result:
+    # Non-blocking, so a fifo or a device put in the file's place (or a followed link to one) is
+    # opened at once and refused by the fstat below, never waited on; left set for the reads, which
+    # it does not change for a regular file. No-follow unless the walk was told to follow links.
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
     if not follow:
         flags |= os.O_NOFOLLOW

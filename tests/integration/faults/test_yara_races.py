@@ -162,9 +162,11 @@ async def test_a_path_swapped_for_a_fifo_after_listing_is_not_regular_at_once(
     source = LocalSource(str(tree), follow_symlinks=follow)
     listed = {os.path.basename(t.target): t async for t in source.targets()}
     assert set(listed) == ({"small.txt", "link.txt"} if follow else {"small.txt"})
-    fifo_over(tree / "small.txt")  # the link, when followed, now leads to the fifo too
     with anyio.fail_after(20):
         async with YaraEngine(Config(processes=1, timeout=5)) as engine:
+            for target in listed.values():  # a link the walk was told to follow is scanned
+                assert (await engine.scan(target, source)).status is Status.CLEAN
+            fifo_over(tree / "small.txt")  # the link, when followed, now leads to the fifo too
             for target in listed.values():
                 with pytest.raises(TargetError) as caught:
                     await engine.scan(target, source)
