@@ -10,7 +10,9 @@ Protocol, both ways: a frame is a 4-byte big-endian length and that many bytes. 
 one answer frame, in order. A worker may hold several requests at once (pipelining keeps it busy
 while the parent reads the previous answer).
 
-A worker that dies fails the requests it held with :class:`WorkerDied` and is replaced.
+A worker that dies fails the requests it held with :class:`WorkerDied` and is replaced. A worker is
+to ignore SIGINT and SIGTERM, which may reach the whole process group, and die with its parent (the
+YARA worker does): the parent alone decides how to stop, by closing a worker's stdin or by SIGKILL.
 """
 
 from __future__ import annotations
@@ -221,13 +223,18 @@ class WorkerPool:
 
 
 async def _stop(worker: _Worker, grace: float = 5.0) -> None:
-    """Close the worker's stdin (it exits at end of input); kill it if it has not gone in ``grace``."""
+    """Close the worker's stdin (it exits at end of input); kill it if it has not gone in ``grace``,
+    or at once if it still holds requests: the pool closes once its callers are done, so nobody
+    waits for those answers (jobs abandoned when a drain ran out of time), and the worker takes no
+    signal but SIGKILL (see :func:`scanner.engines._yara_worker._obey_parent_only`)."""
     process = worker.process
     if process.stdin is not None:
         with contextlib.suppress(anyio.BrokenResourceError, OSError):
             await process.stdin.aclose()
-    with anyio.move_on_after(grace):
-        await process.wait()
-        return
-    process.kill()
+    if not worker.pending:
+        with anyio.move_on_after(grace):
+            await process.wait()
+            return
+    with contextlib.suppress(ProcessLookupError):
+        process.kill()
     await process.wait()

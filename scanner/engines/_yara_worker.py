@@ -1,6 +1,6 @@
 """Runs inside the YARA engine's worker processes (``python -m scanner.engines._yara_worker``):
-import-light: yara_x, hashlib, json, math and os only (not even typing; orjson alone would double a
-worker's start-up imports).
+import-light: yara_x, hashlib, json, math, os, signal and ctypes only (not even typing; orjson alone
+would double a worker's start-up imports).
 
 yara-x holds the GIL for the whole of a scan, so scanning in a thread would freeze the event loop;
 scanning in separate processes does not. The parent sends a batch of paths per round trip (a
@@ -22,8 +22,10 @@ import io
 import json
 import math
 import os
+import signal
 import stat
 import sys
+import time
 
 import yara_x
 
@@ -49,6 +51,10 @@ _CHUNK = 1 << 20
 #: from this size the sha256 runs in a thread while yara-x scans: one hashlib call over the whole
 #: buffer, which lets go of the GIL (yara-x keeps it for the whole scan), so both use a core
 _PARALLEL = 4 << 20
+
+#: where an open descriptor has a name yara-x can open that reaches the open file itself, not
+#: whatever its path names now (Linux's /dev/fd links here; on BSDs /dev/fd/N dups the descriptor)
+_FD_DIR = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
 
 _scanner: Any = None
 _max_size = 0
@@ -100,7 +106,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def main() -> None:
-    """Serve frames on stdin/stdout until stdin closes."""
+    """Serve frames on stdin/stdout until stdin closes (or the parent dies: see :func:`_obey_parent_only`)."""
+    _obey_parent_only()
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing but frames may reach the parent's pipe
     rules = read_frame(stdin)
@@ -119,7 +126,47 @@ def main() -> None:
         write_frame(stdout, _dumps(results).encode())
 
 
+def _obey_parent_only() -> None:
+    """Ignore SIGINT and SIGTERM, and die with the parent.
+
+    A terminal's Ctrl-C, ``kill -- -PGID`` and systemd's ``KillMode=control-group`` signal every
+    process of the run: a worker that died of it would cost its requests in flight ``worker_died``
+    lines. So only the parent takes those signals; it decides whether jobs drain, then closes our
+    stdin (we exit at end of input) or kills us. Kept in the run's process group, not a session of
+    our own, so job control (Ctrl-Z, ``kill -KILL -PGID``) still takes the workers with the run.
+
+    Since nothing polite reaches us, a parent killed outright must take us along: on Linux the kernel
+    sends SIGKILL when it dies (PR_SET_PDEATHSIG; set before the first frame is read, so a parent
+    that died earlier leaves us an end of input); elsewhere a thread notices the parent is gone, at
+    most a second late, even in the middle of a scan (yara-x holds the GIL, but for at most a scan's
+    timeout). Between requests, the end of input on stdin says the same.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    parent = os.getppid()
+    if sys.platform == "linux":
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
+            return
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
 def _scan_one(path: str, follow: bool) -> Result:
+    # Non-blocking, so a fifo or a device put in the file's place (or a followed link to one) is
+    # opened at once and refused by the fstat below, never waited on; left set for the reads, which
+    # it does not change for a regular file. No-follow unless the walk was told to follow links.
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
     if not follow:
         flags |= os.O_NOFOLLOW
@@ -156,9 +203,11 @@ def _scan_one(path: str, follow: bool) -> Result:
                 results = _scanner.scan(data)
                 digest = hashing.result()
         else:
-            # Too big to hold: hashed by reading, then scanned through yara-x's own map. Not hashed
-            # through a map of our own alongside the scan: a file cut short while mapped would kill
-            # this worker with SIGBUS (and its whole batch with it), where a read just comes up short.
+            # Too big to hold: hashed by reading the open descriptor, then scanned by yara-x through
+            # the same open file (its /proc/self/fd name), never by reopening the path, which may
+            # name another file (or a fifo, which would block) by now. Not hashed through a map of
+            # our own alongside the scan: a file cut short while mapped would kill this worker with
+            # SIGBUS (and its whole batch with it), where a read just comes up short.
             h = hashlib.sha256()
             n = 0
             while chunk := os.read(fd, _CHUNK):
@@ -167,8 +216,10 @@ def _scan_one(path: str, follow: bool) -> Result:
             if n != size:
                 return ("err", "changed", f"file changed while read ({n} of {size} bytes)", size)
             digest = h.hexdigest()
-            results = _scanner.scan_file(path)
-            if os.fstat(fd).st_size != size:
+            os.lseek(fd, 0, os.SEEK_SET)  # where /dev/fd/N is a dup (BSDs), yara-x reads from here
+            results = _scanner.scan_file(f"{_FD_DIR}/{fd}")
+            if _identity(os.fstat(fd)) != _identity(st):
+                # written to, cut, or unlinked or renamed over (both change the ctime) meanwhile
                 return ("err", "changed", "file changed while scanned", size)
     except yara_x.TimeoutError:
         return ("err", "scan_timeout", "the YARA scan timed out", None)
@@ -180,6 +231,13 @@ def _scan_one(path: str, follow: bool) -> Result:
         os.close(fd)
     matches = [[r.identifier, r.namespace, dict(r.metadata)] for r in results.matching_rules]
     return ("ok", size, digest, matches, file_version(size, st.st_mtime))
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int]:
+    """What moves when an open file's bytes or its name change: a write moves the mtime and the
+    ctime (the ctime even when the mtime is set back), an unlink or a rename over it the ctime.
+    (Its inode cannot change: it is the one the descriptor holds.)"""
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 class _Hashing:
