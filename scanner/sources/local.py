@@ -14,6 +14,8 @@ slow pipeline stops the walk rather than letting it run ahead.
   the run); they are counted in ``skipped_special``.
 * Symbolic links are not followed unless ``follow_symlinks``; then each directory is entered at most
   once, by (device, inode), which stops loops and double visits. Dangling links are skipped.
+* The run's own files (``avoid``: its output, its state store) are never listed, whatever the
+  names they are reached by: they are known by their directory's (device, inode) and their name.
 * A directory that cannot be listed becomes a target carrying an error, so the report shows it.
 * Size and time filters cost a stat per file and are applied only when set; otherwise the walk does
   no per-file syscall and size is learnt when the file is opened.
@@ -25,7 +27,7 @@ import errno
 import logging
 import os
 import stat
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -57,7 +59,10 @@ Key = tuple[int, int]
 
 
 class LocalSource:
-    """Targets under one local path (a directory, walked, or a single regular file)."""
+    """Targets under one local path (a directory, walked, or a single regular file).
+
+    ``avoid`` holds paths that are never targets: the run's own output and state files.
+    """
 
     kinds = frozenset({Kind.FILE})
 
@@ -68,11 +73,13 @@ class LocalSource:
         filters: TargetFilter | None = None,
         follow_symlinks: bool = False,
         stat_files: bool = False,
+        avoid: Iterable[str] = (),
     ) -> None:
         self.root = os.path.abspath(root)
         self.filters = filters or TargetFilter()
         self.follow_symlinks = follow_symlinks
         self.stat_files = stat_files
+        self.avoid = frozenset(avoid)
         self.skipped_special = 0
         # set by the walk when the root is a link to a file: that one target's link is followed
         self._root_link = False
@@ -181,8 +188,11 @@ class LocalSource:
         except OSError as exc:
             yield _broken(root, f"cannot stat: {exc.strerror}", "unreadable")
             return
+        own = _own_files(self.avoid)
         if not stat.S_ISDIR(st.st_mode):
-            if stat.S_ISREG(st.st_mode):
+            if own and _is_own(root, own):
+                log.debug("not scanning %s: this run's own output or state", root)
+            elif stat.S_ISREG(st.st_mode):
                 self._root_link = os.path.islink(root)
                 if self._wanted_file(os.path.basename(root), st):
                     yield _file(root, st)
@@ -195,11 +205,11 @@ class LocalSource:
             yield _broken(root, f"cannot list directory: {exc.strerror}", "unreadable_dir")
             return
         try:
-            yield from self._list(chain)
+            yield from self._list(chain, own)
         finally:
             chain.close()
 
-    def _list(self, chain: _Chain) -> Generator[Target, None, None]:
+    def _list(self, chain: _Chain, own: dict[Key, frozenset[str]]) -> Generator[Target, None, None]:
         follow = self.follow_symlinks
         filters = self.filters
         needs_stat = filters.needs_stat or self.stat_files
@@ -222,7 +232,9 @@ class LocalSource:
             subdirs: list[str] = []
             if entries is not None:
                 with entries:
-                    for entry in entries:
+                    names = own.get(here.key)
+                    listing = entries if names is None else _without(entries, names, prefix)
+                    for entry in listing:
                         try:
                             if plain and entry.is_file(follow_symlinks=follow):
                                 yield Target(file_kind, prefix + entry.name)
@@ -414,10 +426,46 @@ class _Unnamed:
         return self.body.chunks(chunk_size)
 
 
+def _without(
+    entries: Iterator[os.DirEntry[str]], names: frozenset[str], prefix: str
+) -> Iterator[os.DirEntry[str]]:
+    for entry in entries:
+        if entry.name in names:
+            log.debug("not scanning %s%s: this run's own output or state", prefix, entry.name)
+        else:
+            yield entry
+
+
 def _on_the_way(exc: OSError) -> TargetError:
     if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
         return TargetError("a directory on its path vanished or was replaced", code="vanished")
     return TargetError(f"cannot open a directory on its path: {exc.strerror}", code="unreadable")
+
+
+def _own_files(paths: frozenset[str]) -> dict[Key, frozenset[str]]:
+    """The files never to list, by their directory's (device, inode): names it by any spelling,
+    and holds for a file not created yet (a state store's -wal)."""
+    own: dict[Key, set[str]] = {}
+    for path in paths:
+        head, name = os.path.split(os.path.abspath(path))
+        key = _dir_key(head)
+        if key is not None:
+            own.setdefault(key, set()).add(name)
+    return {key: frozenset(names) for key, names in own.items()}
+
+
+def _is_own(path: str, own: dict[Key, frozenset[str]]) -> bool:
+    head, name = os.path.split(path)
+    key = _dir_key(head)
+    return key is not None and name in own.get(key, ())
+
+
+def _dir_key(path: str) -> Key | None:
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None  # no such directory: nothing of ours lies in the tree there
+    return (st.st_dev, st.st_ino)
 
 
 def _fd_key(fd: int) -> Key:

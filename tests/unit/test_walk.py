@@ -244,3 +244,16 @@ def test_a_directory_moved_away_mid_walk_is_reached_by_names_or_reported(tmp_pat
             chain.enter(chain.dirs[2], "b")
     finally:
         chain.close()
+
+
+async def test_the_runs_own_files_are_never_listed_even_before_they_exist(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "a.txt").write_bytes(b"")
+    (tmp_path / "alias").symlink_to(tree)
+    own = [str(tree / "report"), str(tmp_path / "alias" / "sub" / "state.db-wal")]
+    source = LocalSource(str(tree), avoid=own)
+    for name in ("report", "sub/state.db-wal", "sub/state.db"):  # created after the source was made
+        (tree / name).write_bytes(b"")
+    assert set(await listed(source)) == {str(tree / "a.txt"), str(tree / "sub" / "state.db")}
+    assert await listed(LocalSource(str(tree / "report"), avoid=own)) == {}

@@ -1,6 +1,7 @@
 """End to end: the walk's edges through ``scanner scan`` as a subprocess.
 
-A tree deeper than the kernel's path limit, and a link named as SOURCE.
+A tree deeper than the kernel's path limit, a link named as SOURCE, and a run whose report and
+state store sit inside the directory it scans.
 """
 
 from __future__ import annotations
@@ -102,3 +103,24 @@ def test_a_dangling_link_named_as_source_is_one_line_exit_2(tmp_path: Path) -> N
         f"scanner: error: {tmp_path / 'dangling'}: a symbolic link to '{tmp_path / 'nowhere'}', "
         "which does not exist"
     ]
+
+
+def test_the_runs_own_report_and_state_are_never_targets(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for i in range(300):  # enough lines for the report to be written while the walk still runs
+        (tree / f"f{i:03}.txt").write_text(f"clean {i}\n")
+    report, state = tree / "report.ndjson", tree / "state.db"
+    expected = {str(tree / f"f{i:03}.txt") for i in range(300)}
+    for attempt in range(2):  # the rerun finds the report, the store and its -wal there already
+        proc = run_scanner(["scan", str(tree), "-o", str(report), "--state", str(state), "-q"])
+        assert proc.returncode == 0, (attempt, proc.stderr.decode())
+        targets = Counter(str(x["target"]) for x in lines_of(report.read_bytes()))
+        assert targets == dict.fromkeys(expected, 1), attempt
+    assert state.exists()
+    # reached by another spelling (a link to the tree), the report is still known for what it is
+    (tmp_path / "alias").symlink_to(tree)
+    proc = run_scanner(["scan", str(tree), "-o", str(tmp_path / "alias" / "report.ndjson"), "-q"])
+    assert proc.returncode == 0, proc.stderr.decode()
+    targets = Counter(str(x["target"]) for x in lines_of(report.read_bytes()))
+    assert expected <= targets.keys() and str(report) not in targets  # the store is no run's own now
