@@ -53,17 +53,20 @@ class Hashing:
         return self._h.hexdigest()
 
 
-def open_regular_fd(path: str, *, follow_symlinks: bool = False) -> tuple[int, os.stat_result]:
+def open_regular_fd(
+    path: str, *, follow_symlinks: bool = False, dir_fd: int | None = None
+) -> tuple[int, os.stat_result]:
     """Open a regular file for reading without ever blocking on a fifo or following a swapped-in link.
 
     ``O_NONBLOCK`` makes opening a fifo return at once; ``fstat`` then refuses anything but a regular
-    file. Raises TargetError with a stable code. Blocking: call it from a worker thread.
+    file. Raises TargetError with a stable code. Blocking: call it from a worker thread. With
+    ``dir_fd``, ``path`` is a name in that directory.
     """
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     if not follow_symlinks:
         flags |= getattr(os, "O_NOFOLLOW", 0)
     try:
-        fd = os.open(path, flags)
+        fd = os.open(path, flags, dir_fd=dir_fd)
     except FileNotFoundError:
         raise TargetError("file vanished before it could be read", code="vanished") from None
     except PermissionError:

@@ -542,6 +542,10 @@ async def _scan(args: argparse.Namespace) -> int:
     settings = config.load(args.config)
     engines.validate_all(settings)
     engine = engines.build(args.engine, settings)
+    # a walk never reads this run's own files: its report, its store and SQLite's files beside it
+    own = [_resumable(args.output)]
+    if args.state is not None:
+        own += [args.state + end for end in ("", "-wal", "-shm", "-journal")]
     options = sources.SourceOptions(
         filters=sources.TargetFilter(
             include=tuple(args.include),
@@ -556,6 +560,7 @@ async def _scan(args: argparse.Namespace) -> int:
         stat_files=args.skip_unchanged,
         s3=settings.s3,
         urls=settings.urls,
+        avoid=frozenset(path for path in own if path is not None),
     )
     built = [sources.build(spec, options) for spec in args.sources]
     for source in built:

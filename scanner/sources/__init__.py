@@ -38,6 +38,9 @@ class SourceOptions:
     s3: Mapping[str, Any] = field(default_factory=dict)
     #: the config file's ``[urls]`` table (how url targets are fetched)
     urls: UrlsConfig = field(default_factory=UrlsConfig)
+    #: paths never listed (relative ones from the working directory): the run's own report and state
+    #: files, which may not exist yet
+    avoid: frozenset[str] = frozenset()
 
 
 def build(spec: str, options: SourceOptions) -> Source:
@@ -75,7 +78,11 @@ def build(spec: str, options: SourceOptions) -> Source:
     if "://" in spec:
         raise SourceError(f"{spec}: unsupported source (use a path, s3://, inventory:, urls:, sites: or -)")
     return LocalSource(
-        spec, filters=options.filters, follow_symlinks=options.follow_symlinks, stat_files=options.stat_files
+        spec,
+        filters=options.filters,
+        follow_symlinks=options.follow_symlinks,
+        stat_files=options.stat_files,
+        avoid=options.avoid,
     )
 
 
