@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import importlib.util
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -19,18 +16,7 @@ from scanner.sinks.s3 import S3Sink
 from scanner.sources import SourceOptions, build
 from scanner.sources.s3 import S3Source
 
-
-def _stub() -> Any:
-    if "s3_stub" in sys.modules:
-        return sys.modules["s3_stub"]
-    path = Path(__file__).parents[3] / "benchmarks" / "s3_stub.py"
-    spec = importlib.util.spec_from_file_location("s3_stub", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["s3_stub"] = module
-    spec.loader.exec_module(module)
-    return module
+from .conftest import _load_stub
 
 
 @pytest.fixture
@@ -46,7 +32,7 @@ async def endpoint(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
         ("AWS_EC2_METADATA_DISABLED", "true"),
     ):
         monkeypatch.setenv(var, value)  # fmt: skip
-    stub = _stub()
+    stub = _load_stub()
     runner, port = await stub.serve(
         stub.StubBucket(prefixes=16, per_prefix=2_000, object_size=4 << 20, latency=0.01)
     )

@@ -3,11 +3,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import anyio
@@ -18,17 +14,7 @@ from scanner.model import Target
 from scanner.sources import SourceOptions, build
 from scanner.sources.s3 import S3Source
 
-
-def _load_stub() -> ModuleType:
-    path = Path(__file__).parents[3] / "benchmarks" / "s3_stub.py"
-    spec = importlib.util.spec_from_file_location("s3_stub", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["s3_stub"] = module
-    spec.loader.exec_module(module)
-    return module
-
+from .conftest import _load_stub
 
 stub = _load_stub()
 
