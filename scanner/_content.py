@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import anyio
 
+from ._versions import file_version
 from .errors import TargetError
 
 __all__ = ("CHUNK", "Hashing", "LocalBody", "open_local", "open_regular_fd")
@@ -85,12 +86,12 @@ def open_regular_fd(
 @dataclass(slots=True)
 class LocalBody:
     """A local regular file, already open; ``path`` lets engines scan it by path. ``size`` and
-    ``mtime`` are from the ``fstat`` of ``fd``: the content version of the file as opened."""
+    ``version`` are from the ``fstat`` of ``fd``: the content version of the file as opened."""
 
     fd: int
     path: str
     size: int
-    mtime: float | None = None
+    version: str | None = None
 
     async def chunks(self, chunk_size: int = CHUNK) -> AsyncIterator[bytes]:
         read = 0
@@ -117,6 +118,6 @@ def _read(fd: int, n: int) -> bytes:
 async def open_local(path: str, *, follow_symlinks: bool = False) -> AsyncIterator[LocalBody]:
     fd, st = await anyio.to_thread.run_sync(lambda: open_regular_fd(path, follow_symlinks=follow_symlinks))
     try:
-        yield LocalBody(fd, path, st.st_size, st.st_mtime)
+        yield LocalBody(fd, path, st.st_size, file_version(st))
     finally:
         os.close(fd)

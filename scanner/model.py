@@ -95,6 +95,8 @@ class Target(msgspec.Struct, gc=False):
     bucket: str | None = None
     key: str | None = None
     error: ErrorInfo | None = None
+    #: a local file's content version from the walk's stat (:func:`scanner._versions.file_version`)
+    version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -208,12 +208,15 @@ def content_version(target: Target) -> str | None:
     """What tells that a target's content changed without reading it; None when the listing gave
     nothing usable (the target is then always rescanned, unless the engine saw its file's version:
     :attr:`Verdict.version <scanner.model.Verdict.version>`)."""
+    if target.version is not None:
+        return target.version
     if target.version_id:
         return f"v:{target.version_id}"
     if target.etag:
         return f"e:{target.etag}:{target.size}"
     if target.size is not None and target.mtime is not None:
-        return file_version(target.size, target.mtime)
+        # a listing that gave only these (a target made by hand, a future source)
+        return f"m:{target.size}:{target.mtime!r}"
     return None
 
 
@@ -463,7 +466,9 @@ class StateStore:
             name = t.target
             key = _PREFIX[t.kind] + name if name.isascii() and not t.version_id else identity(t)
             keys.append(key)
-            versions[key] = content_version(t) if t.size is not None or t.etag or t.version_id else None
+            versions[key] = (
+                content_version(t) if t.version or t.size is not None or t.etag or t.version_id else None
+            )
         if not versions:
             return [(SCAN, None)] * len(targets)
         found: dict[str, tuple[int, Row | None]] = {}
@@ -592,7 +597,7 @@ class StateStore:
                 # the version of the file the engine read, when it saw one (made in its worker,
                 # and that of what was scanned, should the file change after the walk stat()ed it)
                 version = v.version
-                if version is None and (t.size is not None or t.etag or t.version_id):
+                if version is None and (t.version or t.size is not None or t.etag or t.version_id):
                     version = content_version(t)
                 sha = v.sha256
                 group = (v.engine, v.status, len(sha) if sha else 0, version is not None, run)

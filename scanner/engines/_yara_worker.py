@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     # A result is ("ok", size, sha256, matches, version) with matches = [(identifier, namespace,
-    # meta dict)] and size and version (file_version of size and mtime) from the fstat of the
+    # meta dict)] and size and version (file_version of the stat) from the fstat of the
     # descriptor read: the content version of what was scanned, made here rather than in the run's
     # own process, which is the busier one. Or ("err", code, message, size_or_None).
     Result = tuple[Any, ...]
@@ -230,7 +230,7 @@ def _scan_one(path: str, follow: bool) -> Result:
     finally:
         os.close(fd)
     matches = [[r.identifier, r.namespace, dict(r.metadata)] for r in results.matching_rules]
-    return ("ok", size, digest, matches, file_version(size, st.st_mtime))
+    return ("ok", size, digest, matches, file_version(st))
 
 
 def _identity(st: os.stat_result) -> tuple[int, int, int]:

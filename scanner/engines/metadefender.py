@@ -47,7 +47,6 @@ from msgspec import structs
 from .._content import LocalBody
 from .._http import Body as RequestBody
 from .._http import RetryPolicy, Timeouts, VendorClient, count_tries
-from .._versions import file_version
 from ..config import EngineConfig, HttpUrl, Secret
 from ..errors import EngineError, ProtocolError, ScannerError, ServerError, TransportError
 from ..model import ErrorInfo, Finding, Kind, Outcome, Status, Target
@@ -220,8 +219,8 @@ class MetaDefenderEngine:
                 # the version of a local file as opened, for the state store (a twin's shared
                 # outcome must carry this file's, so it is added here, not in _resolve)
                 opened = (
-                    (body.size, file_version(body.size, body.mtime))
-                    if isinstance(body, LocalBody) and body.mtime is not None
+                    (body.size, body.version)
+                    if isinstance(body, LocalBody) and body.version is not None
                     else None
                 )
                 staged = await stack.enter_async_context(stage(body, spool_dir=self.config.spool_dir))

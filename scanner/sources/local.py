@@ -36,6 +36,7 @@ from itertools import islice
 import anyio
 
 from .._content import CHUNK, LocalBody, open_local, open_regular_fd
+from .._versions import file_version
 from ..errors import SourceError, TargetError
 from ..model import ErrorInfo, Kind, Target
 from ._base import Body, LocalPath
@@ -154,7 +155,7 @@ class LocalSource:
     async def _open_deep(self, path: str, follow: bool) -> AsyncIterator[Body]:
         fd, st = await anyio.to_thread.run_sync(self._open_by_steps, path, follow)
         try:
-            yield _Unnamed(LocalBody(fd, path, st.st_size, st.st_mtime))
+            yield _Unnamed(LocalBody(fd, path, st.st_size, file_version(st)))
         finally:
             os.close(fd)
 
@@ -242,7 +243,11 @@ class LocalSource:
                             if stat_only and entry.is_file(follow_symlinks=follow):
                                 fst = entry.stat(follow_symlinks=follow)
                                 yield Target(
-                                    file_kind, prefix + entry.name, size=fst.st_size, mtime=fst.st_mtime
+                                    file_kind,
+                                    prefix + entry.name,
+                                    size=fst.st_size,
+                                    mtime=fst.st_mtime,
+                                    version=file_version(fst),
                                 )
                                 continue
                             rel = relp + entry.name
@@ -494,7 +499,7 @@ def _take(it: Generator[Target, None, None]) -> list[Target]:
 
 
 def _file(path: str, st: os.stat_result) -> Target:
-    return Target(Kind.FILE, path, size=st.st_size, mtime=st.st_mtime)
+    return Target(Kind.FILE, path, size=st.st_size, mtime=st.st_mtime, version=file_version(st))
 
 
 def _broken(path: str, message: str, code: str) -> Target:

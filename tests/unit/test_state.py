@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import anyio
@@ -236,13 +237,16 @@ async def test_a_file_the_engine_read_is_recorded_at_the_version_it_read(tmp_pat
     # without --skip-unchanged the walk does not stat: the version is the engine's fstat of the file
     store = await StateStore.open(str(tmp_path / "s.db"))
     run = await store.begin_run(None, "yara")
-    unstatted = Target(Kind.FILE, "/u")
-    statted = Target(Kind.FILE, "/s", size=7, mtime=2.25)
-    sha, read = "ab" * 32, file_version(5, 1234.5678)
+    (tmp_path / "u").write_bytes(b"12345")
+    (tmp_path / "s").write_bytes(b"1234567")
+    u, s = str(tmp_path / "u"), str(tmp_path / "s")
+    unstatted = Target(Kind.FILE, u)
+    statted = Target(Kind.FILE, s, size=7, mtime=2.25)
+    sha, read = "ab" * 32, file_version(os.stat(u))
     store.record(
         [
             Verdict.of(unstatted, "yara", Outcome(Status.CLEAN, sha256=sha, size=5, version=read)),
-            Verdict.of(statted, "yara", Outcome(Status.CLEAN, size=7, version=file_version(7, 9.0))),
+            Verdict.of(statted, "yara", Outcome(Status.CLEAN, size=7, version=file_version(os.stat(s)))),
             Verdict.of(Target(Kind.FILE, "/n"), "yara", Outcome(Status.CLEAN, size=5)),
         ],
         run.run_id,
@@ -250,12 +254,12 @@ async def test_a_file_the_engine_read_is_recorded_at_the_version_it_read(tmp_pat
     await store.commit()
     rows = await store.lookup("yara", [unstatted, statted, Target(Kind.FILE, "/n")])
     # the very string a statting walk gives the same file, so a --skip-unchanged run matches it
-    assert rows["file:/u"].version == content_version(Target(Kind.FILE, "/u", size=5, mtime=1234.5678))
-    assert rows["file:/u"].sha256 == "ab" * 32
+    walked = Target(Kind.FILE, u, size=5, version=file_version(os.stat(u)))
+    assert rows[f"file:{u}"].version == content_version(walked) == read
+    assert rows[f"file:{u}"].sha256 == "ab" * 32
     # the engine's over the listing's: the version of what was scanned, had the file changed since
-    assert rows["file:/s"].version == "m:7:9.0"
+    assert rows[f"file:{s}"].version == file_version(os.stat(s)) != content_version(statted)
     assert rows["file:/n"].version is None
-    walked = Target(Kind.FILE, "/u", size=5, mtime=1234.5678)
     assert [f for f, _ in await store.triage("yara", [walked], skip_unchanged=True)] == [UNCHANGED]
     await store.aclose()
 

@@ -41,6 +41,7 @@ def test_a_result_carries_the_version_of_the_file_it_read(tmp_path: Path) -> Non
     # the content version of what was scanned, for a state store whose walk did not stat the file
     import yara_x
 
+    from scanner._versions import file_version
     from scanner.engines import _yara_worker
     from scanner.engines.yara import _outcome
 
@@ -53,7 +54,7 @@ def test_a_result_carries_the_version_of_the_file_it_read(tmp_path: Path) -> Non
     (result,) = orjson.loads(orjson.dumps(_yara_worker.scan_batch([(str(f), False)])))
     outcome = _outcome(result)
     # the very string a statting walk gives the file: a later --skip-unchanged run matches it
-    walked = Target(Kind.FILE, str(f), size=5, mtime=os.stat(f).st_mtime)
+    walked = Target(Kind.FILE, str(f), size=5, version=file_version(os.stat(f)))
     assert (outcome.size, outcome.version) == (5, content_version(walked))
     assert _outcome(result, own_file=False).version is None  # a spooled copy's mtime is no version
 

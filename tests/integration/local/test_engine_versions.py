@@ -1,4 +1,4 @@
-"""Engines that read a local file report the version they read (size and mtime from its fstat), so
+"""Engines that read a local file report the version they read (from the fstat of what they read), so
 a state store whose walk did not stat the file still records the version of the content scanned."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import anyio
 import pytest
 from aiohttp.test_utils import TestServer
 
+from scanner._versions import file_version
 from scanner.config import validate_section
 from scanner.engines.metadefender import Config, MetaDefenderEngine
 from scanner.model import Kind, Outcome, Status, Target
@@ -49,6 +50,6 @@ async def test_metadefender_outcomes_carry_each_files_own_version(tmp_path: Path
     for t in targets:
         st = os.stat(t.target)
         got = out[t.target]
-        walked = Target(Kind.FILE, t.target, size=st.st_size, mtime=st.st_mtime)
+        walked = Target(Kind.FILE, t.target, size=st.st_size, version=file_version(st))
         assert (got.size, got.version) == (st.st_size, content_version(walked)), t.target
     assert out[str(tmp_path / "a")].status is Status.INFECTED

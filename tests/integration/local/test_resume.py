@@ -217,7 +217,7 @@ def test_a_run_with_state_alone_records_versions_a_skip_unchanged_run_matches(tm
     state, out = tmp_path / "s.db", tmp_path / "out.ndjson"
     base = ["scan", str(tree), "--state", str(state), "--output", str(out)]
     assert run_scanner(base).returncode == 1
-    assert all(v is not None and v.startswith("m:") for _, v, _ in stored(state).values())
+    assert all(v is not None and v.startswith("f:") for _, v, _ in stored(state).values())
     second = run_scanner([*base, "--skip-unchanged"])
     assert second.returncode == 0, second.stderr
     assert lines_of(out) == [] and b"51 unchanged" in second.stderr
@@ -344,3 +344,31 @@ def test_a_malformed_line_naming_a_file_never_stands_for_that_file(tmp_path: Pat
     got = sorted((str(x["target"]), str(x["verdict"])) for x in lines_of(out))
     assert got == [(infected, "error"), (infected, "infected")]
     assert b"1 already done" in resumed.stderr
+
+
+def test_a_same_size_rewrite_that_restores_the_mtime_is_rescanned(tmp_path: Path) -> None:
+    # a file's content version is its size, mtime, ctime and inode: `touch -d` or a restore that
+    # puts the old mtime back cannot restore the ctime, and a file renamed over another has its
+    # own inode
+    tree = tmp_path / "t"
+    tree.mkdir()
+    rewritten, renamed, kept = tree / "rewritten.com", tree / "renamed.com", tree / "kept.txt"
+    for p in (rewritten, renamed, kept):
+        p.write_bytes(b"X" * len(eicar()))
+    state, out = tmp_path / "s.db", tmp_path / "out.ndjson"
+    args = ["scan", str(tree), "--state", str(state), "--output", str(out), "--skip-unchanged"]
+    assert run_scanner(args).returncode == 0
+    before = {p: os.stat(p) for p in (rewritten, renamed)}
+    time.sleep(0.02)  # a ctime tick apart, whatever the file system's granularity
+    rewritten.write_bytes(eicar())  # same size
+    other = tree / ".new"
+    other.write_bytes(eicar())
+    os.replace(other, renamed)
+    for p, st in before.items():
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert (os.stat(p).st_size, os.stat(p).st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    second = run_scanner(args)
+    assert second.returncode == 1, second.stderr
+    got = {str(x["target"]): x["verdict"] for x in lines_of(out)}
+    assert got == {str(rewritten): "infected", str(renamed): "infected"}
+    assert b"1 unchanged" in second.stderr
